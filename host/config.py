@@ -1,0 +1,120 @@
+"""Settings from the environment and the command line, and plugins.toml; validated once at start.
+
+Settings are frozen and passed in; nothing here is a module-level singleton, so tests can build as
+many independent hosts as they need.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from host.errors import ConfigError
+from host.queue.keys import Keys
+
+_ENV_PREFIX = "JOBHOST_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a role needs to know to start. Each field has a JOBHOST_<NAME> variable."""
+
+    database_url: str | None = None  #: PostgreSQL; None: the embedded server of `jobhost dev`
+    redis_url: str | None = None  #: Redis 6.2+ or Valkey; None: the embedded server
+    namespace: str = "default"  #: Redis key namespace (all keys share its hash tag)
+    tenant: str = "default"  #: tenant of runs enqueued by the CLI and client
+    plugins_file: Path = Path("plugins.toml")  #: which plugins load, and policy overrides
+    state_dir: Path = Path(".jobhost")  #: embedded servers' data and their state file
+    lease_s: float = 30.0  #: visibility timeout; workers extend it every lease_s / 3
+    reap_interval_s: float = 2.0  #: how often a worker recovers expired leases
+    shutdown_grace_s: float = 30.0  #: how long a stopping worker lets running handlers finish
+    pool_size: int = 10  #: PostgreSQL connections per process and pool
+
+    def __post_init__(self) -> None:
+        Keys(self.namespace)  # validates the namespace
+        if self.lease_s < 1:
+            raise ConfigError("lease_s must be at least 1 second")
+        if self.pool_size < 2:
+            raise ConfigError("pool_size must be at least 2")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from JOBHOST_* variables, then `overrides` (None values are ignored)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(_ENV_PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _convert(f.name, raw, cls)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_urls(self, database_url: str, redis_url: str) -> Settings:
+        return replace(self, database_url=database_url, redis_url=redis_url)
+
+
+def _convert(name: str, raw: str, cls: type[Settings]) -> Any:
+    default = next(f.default for f in fields(cls) if f.name == name)
+    try:
+        if isinstance(default, Path):
+            return Path(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, int):
+            return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{_ENV_PREFIX}{name.upper()}={raw!r} is not a number") from exc
+    return raw
+
+
+@dataclass(frozen=True)
+class PluginsConfig:
+    """plugins.toml: plugin modules to load, entry-point switches and per-type policy."""
+
+    modules: tuple[str, ...] = ()  #: importable module names, e.g. "plugins.noop"
+    entry_points: bool = True  #: also load installed packages' `jobhost.plugins` entry points
+    disabled: frozenset[str] = frozenset()  #: entry-point names not to load
+    types: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  #: policy overrides
+    source: str = "(defaults)"  #: the file it came from, for messages
+
+
+def load_plugins_config(path: Path) -> PluginsConfig:
+    """Parse plugins.toml; a missing file means no modules and entry points only."""
+    if not path.exists():
+        return PluginsConfig(source=str(path))
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    unknown = set(data) - {"plugins", "types"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}")
+    plugins = data.get("plugins", {})
+    unknown = set(plugins) - {"modules", "entry_points", "disable"}
+    if unknown:
+        raise ConfigError(f"{path}: [plugins] has unknown key(s) {', '.join(sorted(unknown))}")
+    modules = plugins.get("modules", [])
+    disable = plugins.get("disable", [])
+    if not _str_list(modules) or not _str_list(disable):
+        raise ConfigError(f"{path}: [plugins] modules and disable must be lists of strings")
+    entry_points = plugins.get("entry_points", True)
+    if not isinstance(entry_points, bool):
+        raise ConfigError(f"{path}: [plugins] entry_points must be true or false")
+    types = data.get("types", {})
+    if not all(isinstance(v, dict) for v in types.values()):
+        raise ConfigError(f"{path}: each [types.NAME] must be a table of policy fields")
+    return PluginsConfig(
+        modules=tuple(modules),
+        entry_points=entry_points,
+        disabled=frozenset(disable),
+        types=types,
+        source=str(path),
+    )
+
+
+def _str_list(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(x, str) for x in value)

@@ -1,0 +1,99 @@
+"""The exception hierarchy: one root, one leaf per way things go wrong.
+
+Each leaf's docstring is its default message. Details live in attributes so callers (the CLI,
+later the API) can render them without parsing strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class JobhostError(Exception):
+    """Raised when jobhost cannot do what was asked."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ConfigError(JobhostError):
+    """Raised when settings or plugins.toml are invalid."""
+
+
+class PluginError(JobhostError):
+    """Raised when a plugin cannot be loaded or provides an invalid job type."""
+
+    def __init__(self, message: str, *, plugin: str = "", file: str = "") -> None:
+        where = ", ".join(part for part in (f"plugin {plugin}" if plugin else "", file) if part)
+        super().__init__(f"{where}: {message}" if where else message)
+        self.plugin = plugin
+        self.file = file
+
+
+class SchemaError(PluginError):
+    """Raised when a job type's JSON Schema is unreadable or not a valid schema."""
+
+
+class UnknownJobType(JobhostError):
+    """Raised when a run names a job type that no plugin provides."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown job type {name!r}")
+        self.name = name
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One failing field: a JSON pointer into the document and what is wrong there."""
+
+    path: str
+    message: str
+
+
+class ValidationFailed(JobhostError):
+    """Raised when a payload or request does not match its schema."""
+
+    def __init__(self, what: str, errors: list[FieldError]) -> None:
+        lines = "; ".join(f"{e.path or '/'}: {e.message}" for e in errors)
+        super().__init__(f"{what} is invalid: {lines}")
+        self.what = what
+        self.errors = errors
+
+
+class RunNotFound(JobhostError):
+    """Raised when a run id is not known."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id} not found")
+        self.run_id = run_id
+
+
+class ServiceUnavailable(JobhostError):
+    """Raised when PostgreSQL or Redis cannot be reached or answered with an error."""
+
+
+class EmbeddedServerError(ServiceUnavailable):
+    """Raised when an embedded PostgreSQL or Redis server cannot be found or started."""
+
+
+class MigrationError(JobhostError):
+    """Raised when a schema migration file cannot be applied."""
+
+
+class Retry(JobhostError):
+    """Raised by a handler to ask for another attempt, after `delay` seconds if given.
+
+    This is control flow, not a failure of the host: it is recorded, not logged as an error.
+    """
+
+    def __init__(self, message: str | None = None, *, delay: float | None = None) -> None:
+        super().__init__(message or "handler asked for a retry")
+        self.delay = delay
+
+
+class PermanentFailure(JobhostError):
+    """Raised by a handler when retrying cannot help: the run is dead-lettered at once."""

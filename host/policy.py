@@ -1,0 +1,120 @@
+"""Per-type policy: defaults, parsing and merging. Pure: no I/O.
+
+A job type's effective policy is the host default, overlaid by the plugin's defaults, overlaid by
+plugins.toml; a run may then override priority, max_attempts and timeout_s.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from host.errors import ConfigError
+
+#: Priorities are bounded so that a ready-queue score (priority, then FIFO) fits a double exactly.
+MIN_PRIORITY = -1000
+MAX_PRIORITY = 1000
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
+_PER_SECONDS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60}
+_PER_SECONDS |= {"h": 3600, "hour": 3600}
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff: delay = min(max_s, base_s * factor ** (attempt - 1)), then jitter."""
+
+    base_s: float = 1.0  #: delay before the second attempt
+    factor: float = 2.0  #: growth per further attempt
+    max_s: float = 3600.0  #: ceiling for any single delay
+    jitter: float = 0.2  #: fraction of the delay drawn at random, 0 for none
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How runs of one job type are queued, retried and limited."""
+
+    priority: int = 0  #: higher runs first
+    max_attempts: int = 3  #: attempts before the run is dead, 1 for no retries
+    timeout_s: float = 300.0  #: an attempt running longer fails as timed out
+    backoff: Backoff = Backoff()  #: delay between attempts
+    rate: str | None = None  #: token bucket refill, e.g. "10/s", "600/min" (enforced by the claim)
+    burst: int | None = None  #: token bucket capacity
+    concurrency: int | None = None  #: most runs of this type running at once, across workers
+
+    def rate_per_second(self) -> float | None:
+        """The rate as tokens per second, or None when unlimited."""
+        return parse_rate(self.rate) if self.rate is not None else None
+
+
+def parse_rate(text: str) -> float:
+    """Parse "10/s", "600/min", "3/hour" into tokens per second."""
+    match = _RATE.match(text)
+    if not match:
+        raise ConfigError(f"rate {text!r} is not of the form N/s, N/min or N/hour")
+    return float(match.group(1)) / _PER_SECONDS[match.group(2)]
+
+
+_POLICY_FIELDS = {f.name for f in fields(Policy)}
+_BACKOFF_FIELDS = {f.name for f in fields(Backoff)}
+
+
+def merge_policy(base: Policy, overrides: Mapping[str, Any], *, where: str) -> Policy:
+    """Overlay `overrides` (from a plugin or plugins.toml) on `base`, checking every field."""
+    unknown = set(overrides) - _POLICY_FIELDS
+    if unknown:
+        raise ConfigError(f"{where}: unknown policy field(s) {', '.join(sorted(unknown))}")
+    changes: dict[str, Any] = dict(overrides)
+    if "backoff" in changes:
+        changes["backoff"] = _merge_backoff(base.backoff, changes["backoff"], where=where)
+    merged = replace(base, **changes)
+    check_policy(merged, where=where)
+    return merged
+
+
+def _merge_backoff(base: Backoff, value: Any, *, where: str) -> Backoff:
+    if isinstance(value, Backoff):
+        return value
+    if not isinstance(value, Mapping):
+        names = ", ".join(sorted(_BACKOFF_FIELDS))
+        raise ConfigError(f"{where}: backoff must be a table of {names}")
+    unknown = set(value) - _BACKOFF_FIELDS
+    if unknown:
+        raise ConfigError(f"{where}: unknown backoff field(s) {', '.join(sorted(unknown))}")
+    return replace(base, **dict(value))
+
+
+def check_policy(policy: Policy, *, where: str) -> None:
+    """Raise ConfigError naming `where` and the field when a value is out of range."""
+    problems: list[str] = []
+    if not isinstance(policy.priority, int) or not MIN_PRIORITY <= policy.priority <= MAX_PRIORITY:
+        problems.append(f"priority must be an integer in [{MIN_PRIORITY}, {MAX_PRIORITY}]")
+    if not isinstance(policy.max_attempts, int) or policy.max_attempts < 1:
+        problems.append("max_attempts must be an integer >= 1")
+    if not isinstance(policy.timeout_s, int | float) or policy.timeout_s <= 0:
+        problems.append("timeout_s must be a positive number")
+    b = policy.backoff
+    if b.base_s < 0 or b.factor < 1 or b.max_s < 0 or not 0 <= b.jitter <= 1:
+        problems.append("backoff needs base_s >= 0, factor >= 1, max_s >= 0, 0 <= jitter <= 1")
+    if policy.rate is not None:
+        try:
+            parse_rate(policy.rate)
+        except ConfigError as exc:
+            problems.append(exc.message)
+    if policy.burst is not None and (not isinstance(policy.burst, int) or policy.burst < 1):
+        problems.append("burst must be an integer >= 1")
+    if policy.concurrency is not None and (
+        not isinstance(policy.concurrency, int) or policy.concurrency < 1
+    ):
+        problems.append("concurrency must be an integer >= 1")
+    if problems:
+        raise ConfigError(f"{where}: " + "; ".join(problems))
+
+
+def policy_as_dict(policy: Policy) -> dict[str, Any]:
+    """The policy as plain JSON-ready data (for `jobhost plugins` and the API)."""
+    data = {f.name: getattr(policy, f.name) for f in fields(Policy)}
+    data["backoff"] = {f.name: getattr(policy.backoff, f.name) for f in fields(Backoff)}
+    return data

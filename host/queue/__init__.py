@@ -1,0 +1,1 @@
+"""The Redis fast path: ready queues, leases, delayed runs, one Lua script per operation."""

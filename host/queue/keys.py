@@ -1,0 +1,54 @@
+"""Every Redis key jobhost uses, in one place.
+
+All keys of a namespace share the hash tag `{namespace}`, so a namespace lives on one Redis
+Cluster shard (the Lua scripts touch many of them at once) and namespaces spread across shards.
+"""
+
+from __future__ import annotations
+
+import re
+
+from host.errors import ConfigError
+
+_NAMESPACE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
+class Keys:
+    """Key names for one namespace."""
+
+    def __init__(self, namespace: str) -> None:
+        if not _NAMESPACE.match(namespace):
+            raise ConfigError(
+                f"namespace {namespace!r} must be 1-64 characters of letters, digits, _ . -"
+            )
+        self.namespace = namespace
+        #: Prefix of every key; the Lua scripts build ready-queue names from it.
+        self.prefix = f"jh:{{{namespace}}}:"
+        #: HASH run id -> envelope JSON (what a worker needs to start the run).
+        self.env = self.prefix + "env"
+        #: HASH run id -> "priority|max_attempts|type", read by scripts without decoding JSON.
+        self.meta = self.prefix + "meta"
+        #: HASH run id -> number of attempts started (the claim counts them).
+        self.att = self.prefix + "att"
+        #: HASH run id -> "worker:attempt" of the lease holder, the fencing token.
+        self.owner = self.prefix + "owner"
+        #: ZSET run id -> lease deadline in ms (Redis clock): the in-flight set.
+        self.inflight = self.prefix + "inflight"
+        #: ZSET run id -> due time in ms (Redis clock): delayed runs and retries in backoff.
+        self.delayed = self.prefix + "delayed"
+        #: ZSET run id -> expiry time: attempts spent by lease expiry, awaiting a dead record.
+        self.dying = self.prefix + "dying"
+        #: HASH run id -> last progress report (JSON) of a running run.
+        self.progress = self.prefix + "progress"
+        #: STRING counter giving FIFO order within a priority.
+        self.seq = self.prefix + "seq"
+        #: SET of job type names that have had runs enqueued.
+        self.types = self.prefix + "types"
+        #: LIST of wake tokens: enqueue pushes one, an idle worker blocks on it.
+        self.wake = self.prefix + "wake"
+        #: HASH worker id -> heartbeat JSON (host, pid, types, running, last seen).
+        self.workers = self.prefix + "workers"
+
+    def ready(self, job_type: str) -> str:
+        """ZSET run id -> score (priority, then FIFO): the ready queue of one type."""
+        return self.prefix + "q:" + job_type

@@ -1,0 +1,44 @@
+--[[
+  release: hand leased runs back unstarted (prefetched when a worker stops, or interrupted by a
+  shutdown past its grace period). The attempt count is undone, so the hand-back costs no
+  attempt, and each run goes to the front of its priority in its ready queue.
+  Fenced: only the current lease owner can release.
+
+  KEYS[1] inflight  ZSET run id -> lease deadline
+  KEYS[2] owner     HASH run id -> owner token
+  KEYS[3] meta      HASH run id -> "priority|max_attempts|type"
+  KEYS[4] att       HASH run id -> attempts started
+  KEYS[5] wake      LIST wake tokens
+  KEYS[6] progress  HASH run id -> last progress report
+
+  ARGV[1] key prefix
+  ARGV[2..] pairs: run id, owner token
+
+  Returns: {released, fenced_id...}
+]]
+--- @include "ready_score"
+
+local prefix = ARGV[1]
+local released = 0
+local fenced = {}
+for i = 2, #ARGV, 2 do
+  local id, token = ARGV[i], ARGV[i + 1]
+  local meta = redis.call('HGET', KEYS[3], id)
+  if meta and redis.call('HGET', KEYS[2], id) == token then
+    local priority, _, jobtype = split_meta(meta)
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('HDEL', KEYS[2], id)
+    redis.call('HDEL', KEYS[6], id)
+    redis.call('HINCRBY', KEYS[4], id, -1)
+    redis.call('ZADD', prefix .. 'q:' .. jobtype, ready_score(priority, 0), id)
+    released = released + 1
+  else
+    fenced[#fenced + 1] = id
+  end
+end
+if released > 0 and redis.call('LLEN', KEYS[5]) == 0 then
+  redis.call('LPUSH', KEYS[5], 1)
+end
+local out = {released}
+for _, id in ipairs(fenced) do out[#out + 1] = id end
+return out

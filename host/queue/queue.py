@@ -1,0 +1,226 @@
+"""The queue: typed calls to the Lua scripts, plus the wake-up wait and depth counts.
+
+It carries out decisions (what to enqueue, when to retry); it does not make them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+
+from host.queue.keys import Keys
+from host.queue.scripts import Scripts
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedRun:
+    """A run as the enqueue script takes it."""
+
+    id: str
+    type: str
+    priority: int
+    max_attempts: int
+    delay_ms: int  #: 0 for ready now
+    envelope: bytes  #: JSON the worker needs to start the run
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A claimed run: its attempt number and envelope, and the token that fences its results."""
+
+    id: str
+    attempt: int
+    envelope: bytes
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    now_ms: int  #: the Redis clock at the claim
+    next_due_ms: int  #: when nothing was claimed: ms until a delayed run is due, -1 for none
+    leases: list[Lease] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class DyingRun:
+    """A run whose last lease expired with no attempts left: to be recorded dead, then buried."""
+
+    id: str
+    attempt: int
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReapResult:
+    requeued: int
+    dying: list[DyingRun]
+
+
+@dataclass(frozen=True, slots=True)
+class TypeDepth:
+    ready: int
+    delayed: int
+    in_flight: int
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class Queue:
+    """One namespace's queue on one Redis client."""
+
+    def __init__(self, redis: Redis, namespace: str) -> None:
+        self.redis = redis
+        self.keys = Keys(namespace)
+        self._scripts = Scripts(redis)
+
+    async def enqueue(self, runs: Sequence[QueuedRun]) -> list[str]:
+        """Add runs; returns the ids Redis already knew (skipped, not duplicated)."""
+        if not runs:
+            return []
+        k = self.keys
+        args: list[object] = [k.prefix, len(runs)]
+        for run in runs:
+            args += [run.id, run.type, run.priority, run.max_attempts, run.delay_ms, run.envelope]
+        out = await self._scripts.call(
+            "enqueue", [k.env, k.meta, k.delayed, k.seq, k.types, k.wake], args
+        )
+        return [_text(x) for x in out[1:]]
+
+    async def claim(
+        self,
+        worker_id: str,
+        types: Sequence[str],
+        limit: int,
+        lease_ms: int,
+        promote_limit: int = 1000,
+    ) -> ClaimResult:
+        """Lease up to `limit` runs of `types`, highest priority first."""
+        k = self.keys
+        keys = [k.inflight, k.env, k.att, k.owner, k.delayed, k.meta, k.seq, k.wake]
+        keys += [k.ready(t) for t in types]
+        out = await self._scripts.call(
+            "claim", keys, [k.prefix, limit, lease_ms, worker_id, promote_limit]
+        )
+        leases = []
+        for i in range(2, len(out), 3):
+            attempt = int(out[i + 1])
+            leases.append(Lease(_text(out[i]), attempt, out[i + 2], f"{worker_id}:{attempt}"))
+        return ClaimResult(int(out[0]), int(out[1]), leases)
+
+    async def ack(self, leases: Sequence[tuple[str, str]]) -> list[str]:
+        """Forget finished runs given as (id, token); returns the ids fenced off."""
+        if not leases:
+            return []
+        k = self.keys
+        args = [x for pair in leases for x in pair]
+        out = await self._scripts.call(
+            "ack", [k.inflight, k.env, k.meta, k.att, k.owner, k.progress], args
+        )
+        return [_text(x) for x in out[1:]]
+
+    async def retry(self, leases: Sequence[tuple[str, str, int]]) -> list[str]:
+        """Release (id, token, delay_ms) runs to retry later; returns the ids fenced off."""
+        if not leases:
+            return []
+        k = self.keys
+        args = [x for triple in leases for x in triple]
+        out = await self._scripts.call(
+            "retry", [k.inflight, k.owner, k.delayed, k.wake, k.progress], args
+        )
+        return [_text(x) for x in out[1:]]
+
+    async def release(self, leases: Sequence[tuple[str, str]]) -> list[str]:
+        """Hand (id, token) runs back unstarted, undoing their attempt count; returns fenced ids."""
+        if not leases:
+            return []
+        k = self.keys
+        args: list[object] = [k.prefix, *(x for pair in leases for x in pair)]
+        keys = [k.inflight, k.owner, k.meta, k.att, k.wake, k.progress]
+        out = await self._scripts.call("release", keys, args)
+        return [_text(x) for x in out[1:]]
+
+    async def extend(self, leases: Sequence[tuple[str, str]], lease_ms: int) -> list[str]:
+        """Extend leases still held; returns the ids whose lease was lost."""
+        if not leases:
+            return []
+        k = self.keys
+        args: list[object] = [lease_ms, *(x for pair in leases for x in pair)]
+        out = await self._scripts.call("extend", [k.inflight, k.owner], args)
+        return [_text(x) for x in out]
+
+    async def reap(self, limit: int = 1000) -> ReapResult:
+        """Requeue runs whose lease expired; report those whose attempts are spent."""
+        k = self.keys
+        out = await self._scripts.call(
+            "reap",
+            [k.inflight, k.meta, k.att, k.owner, k.dying, k.seq, k.wake],
+            [k.prefix, limit],
+        )
+        dying = [
+            DyingRun(_text(out[i]), int(out[i + 1]), _text(out[i + 2]))
+            for i in range(1, len(out), 3)
+        ]
+        return ReapResult(int(out[0]), dying)
+
+    async def bury(self, run_ids: Sequence[str]) -> int:
+        """Forget dying runs once PostgreSQL records them dead."""
+        if not run_ids:
+            return 0
+        k = self.keys
+        keys = [k.dying, k.env, k.meta, k.att, k.owner, k.progress]
+        return int(await self._scripts.call("bury", keys, list(run_ids)))
+
+    async def promote(self, limit: int = 1000) -> int:
+        """Move due delayed runs to their ready queues."""
+        k = self.keys
+        keys = [k.delayed, k.meta, k.seq, k.wake]
+        return int(await self._scripts.call("promote", keys, [k.prefix, limit]))
+
+    async def wait_for_work(self, timeout_s: float) -> bool:
+        """Block until an enqueue pushes a wake token or `timeout_s` passes; True if woken."""
+        got = await self.redis.blpop([self.keys.wake], timeout=max(timeout_s, 0.001))
+        return got is not None
+
+    async def depths(self, types: Sequence[str]) -> dict[str, TypeDepth]:
+        """Ready, delayed and in-flight counts per type (delayed and in flight are shared sets,
+        so they are counted by type from the meta hash only when asked for one type)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for t in types:
+            pipe.zcard(self.keys.ready(t))
+        counts = await pipe.execute()
+        return {t: TypeDepth(int(c), 0, 0) for t, c in zip(types, counts, strict=True)}
+
+    async def totals(self) -> dict[str, int]:
+        """Whole-namespace counts: delayed, in flight and dying runs, and known envelopes."""
+        pipe = self.redis.pipeline(transaction=False)
+        k = self.keys
+        for key in (k.delayed, k.inflight, k.dying):
+            pipe.zcard(key)
+        pipe.hlen(k.env)
+        delayed, in_flight, dying, known = await pipe.execute()
+        return {"delayed": delayed, "in_flight": in_flight, "dying": dying, "known": known}
+
+    async def known_types(self) -> list[str]:
+        return sorted(_text(t) for t in await self.redis.smembers(self.keys.types))
+
+    async def attempts_started(self, run_id: str) -> int:
+        value = await self.redis.hget(self.keys.att, run_id)
+        return int(value) if value is not None else 0
+
+    async def set_progress(self, run_id: str, report: bytes) -> None:
+        await self.redis.hset(self.keys.progress, run_id, report)
+
+    async def get_progress(self, run_id: str) -> bytes | None:
+        value = await self.redis.hget(self.keys.progress, run_id)
+        return value if isinstance(value, bytes) or value is None else str(value).encode()
+
+    async def delete_namespace(self) -> int:
+        """Delete every key of this namespace (tests and `jobhost reset`); returns the count."""
+        deleted = 0
+        async for key in self.redis.scan_iter(match=self.keys.prefix.replace("{", "\\{") + "*"):
+            deleted += int(await self.redis.delete(key))
+        return deleted

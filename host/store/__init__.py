@@ -1,0 +1,1 @@
+"""PostgreSQL, the source of truth: migrations, job definitions, runs and attempts."""

@@ -1,0 +1,289 @@
+"""Runs and attempts in PostgreSQL: batched inserts and finishes, lookups and listings.
+
+Hot-path statements take whole batches as arrays (`unnest`), so one round trip and one commit
+carry hundreds of runs. Finishes are fenced: a run's row only moves forward (attempt number never
+goes back, a final state is never left), so a late finisher whose lease was lost changes nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from host.states import RunState
+
+
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    """A run to insert."""
+
+    id: str
+    tenant_id: str
+    type: str
+    payload_json: str  #: the payload, already encoded
+    priority: int
+    max_attempts: int
+    timeout_s: float
+    delay_s: float  #: run_at = now() + delay_s (PostgreSQL clock)
+    idempotency_key: str | None = None
+    job_id: str | None = None
+    scheduled_for: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """The end of one attempt, as the worker (or reaper) records it."""
+
+    id: str
+    attempt: int
+    state: RunState  #: the run's new state: succeeded, retrying or dead
+    outcome: str  #: host.states.Outcome value for the attempts row
+    worker: str
+    started_at: float | None  #: epoch seconds
+    finished_at: float  #: epoch seconds
+    result_json: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    retry_in_s: float = 0.0  #: for retrying: delay before the next attempt
+
+
+_INSERT = """
+INSERT INTO runs (tenant_id, id, type, job_id, state, payload, priority, max_attempts,
+                  timeout_s, idempotency_key, scheduled_for, run_at)
+SELECT u.tenant_id, u.id, u.type, u.job_id, u.state, u.payload::jsonb, u.priority,
+       u.max_attempts, u.timeout_s, u.idem, u.scheduled_for,
+       now() + make_interval(secs => u.delay_s)
+FROM unnest($1::text[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::text[], $7::int[],
+            $8::int[], $9::float8[], $10::text[], $11::timestamptz[], $12::float8[])
+     AS u(tenant_id, id, type, job_id, state, payload, priority, max_attempts, timeout_s, idem,
+          scheduled_for, delay_s)
+ON CONFLICT DO NOTHING
+RETURNING id
+"""
+
+_FINISH = """
+WITH f AS (
+    SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[],
+                         $6::float8[], $7::float8[], $8::text[], $9::text[], $10::text[],
+                         $11::float8[])
+        AS f(id, attempt, state, outcome, worker, started_at, finished_at, result, error,
+             traceback, retry_in_s)
+), recorded AS (
+    INSERT INTO attempts (tenant_id, run_id, attempt, worker, started_at, finished_at, outcome,
+                          error, traceback)
+    SELECT r.tenant_id, f.id, f.attempt, f.worker, to_timestamp(f.started_at),
+           to_timestamp(f.finished_at), f.outcome, f.error, f.traceback
+    FROM f JOIN runs r ON r.id = f.id
+    ON CONFLICT (run_id, attempt) DO NOTHING
+)
+UPDATE runs r
+SET state = f.state,
+    attempt = f.attempt,
+    worker = f.worker,
+    started_at = COALESCE(to_timestamp(f.started_at), r.started_at),
+    finished_at = CASE WHEN f.state IN ('succeeded', 'dead') THEN to_timestamp(f.finished_at) END,
+    result = f.result::jsonb,
+    error = f.error,
+    run_at = CASE WHEN f.state = 'retrying'
+                  THEN to_timestamp(f.finished_at) + make_interval(secs => f.retry_in_s)
+                  ELSE r.run_at END
+FROM f
+WHERE r.id = f.id
+  AND r.attempt <= f.attempt
+  AND r.state NOT IN ('succeeded', 'dead', 'cancelled')
+RETURNING r.id
+"""
+
+_START = """
+UPDATE runs r
+SET state = 'running', attempt = s.attempt, worker = s.worker,
+    started_at = to_timestamp(s.started_at)
+FROM unnest($1::uuid[], $2::int[], $3::text[], $4::float8[])
+     AS s(id, attempt, worker, started_at)
+WHERE r.id = s.id
+  AND r.attempt <= s.attempt
+  AND r.state IN ('scheduled', 'queued', 'retrying', 'running')
+"""
+
+_RELEASE = """
+UPDATE runs r
+SET state = 'queued', attempt = s.attempt - 1
+FROM unnest($1::uuid[], $2::int[]) AS s(id, attempt)
+WHERE r.id = s.id AND r.attempt = s.attempt AND r.state = 'running'
+"""
+
+_RUN_COLUMNS = """id, tenant_id, type, job_id, state, payload, priority, attempt, max_attempts,
+    timeout_s, idempotency_key, scheduled_for, run_at, created_at, started_at, finished_at,
+    worker, result, error"""
+
+
+async def insert_runs(conn: asyncpg.Pool | asyncpg.Connection, runs: Sequence[NewRun]) -> set[str]:
+    """Insert runs in one statement; returns the ids actually inserted (the rest conflicted on
+    their idempotency key or id)."""
+    if not runs:
+        return set()
+    rows = await conn.fetch(
+        _INSERT,
+        [r.tenant_id for r in runs],
+        [r.id for r in runs],
+        [r.type for r in runs],
+        [r.job_id for r in runs],
+        [RunState.SCHEDULED if r.delay_s > 0 else RunState.QUEUED for r in runs],
+        [r.payload_json for r in runs],
+        [r.priority for r in runs],
+        [r.max_attempts for r in runs],
+        [r.timeout_s for r in runs],
+        [r.idempotency_key for r in runs],
+        [r.scheduled_for for r in runs],
+        [r.delay_s for r in runs],
+    )
+    return {str(row["id"]) for row in rows}
+
+
+async def find_by_idempotency(
+    conn: asyncpg.Pool | asyncpg.Connection, tenant_id: str, keys: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """Existing runs by idempotency key, for enqueues that conflicted."""
+    rows = await conn.fetch(
+        f"SELECT {_RUN_COLUMNS} FROM runs WHERE tenant_id = $1 AND idempotency_key = ANY($2)",
+        tenant_id,
+        list(keys),
+    )
+    return {row["idempotency_key"]: run_record(row) for row in rows}
+
+
+async def finish_attempts(
+    conn: asyncpg.Pool | asyncpg.Connection, finishes: Sequence[Finish]
+) -> set[str]:
+    """Record attempts and move their runs on, in one statement; returns the ids whose run row
+    changed (the others were fenced off: already final or a later attempt recorded)."""
+    if not finishes:
+        return set()
+    rows = await conn.fetch(
+        _FINISH,
+        [f.id for f in finishes],
+        [f.attempt for f in finishes],
+        [f.state.value for f in finishes],
+        [f.outcome for f in finishes],
+        [f.worker for f in finishes],
+        [f.started_at for f in finishes],
+        [f.finished_at for f in finishes],
+        [f.result_json for f in finishes],
+        [f.error for f in finishes],
+        [f.traceback for f in finishes],
+        [f.retry_in_s for f in finishes],
+    )
+    return {str(row["id"]) for row in rows}
+
+
+async def mark_started(
+    conn: asyncpg.Pool | asyncpg.Connection,
+    starts: Sequence[tuple[str, int, str, float]],
+) -> None:
+    """Mark (id, attempt, worker, started_at) runs as running, in one statement."""
+    if not starts:
+        return
+    await conn.execute(
+        _START,
+        [s[0] for s in starts],
+        [s[1] for s in starts],
+        [s[2] for s in starts],
+        [s[3] for s in starts],
+    )
+
+
+async def mark_released(
+    conn: asyncpg.Pool | asyncpg.Connection, released: Sequence[tuple[str, int]]
+) -> None:
+    """Runs handed back unstarted by a stopping worker are queued again, attempt undone."""
+    if not released:
+        return
+    await conn.execute(_RELEASE, [r[0] for r in released], [r[1] for r in released])
+
+
+async def get_run(
+    conn: asyncpg.Pool | asyncpg.Connection, run_id: str, tenant_id: str | None = None
+) -> dict[str, Any] | None:
+    """One run with its attempts, or None. With `tenant_id`, only that tenant's run."""
+    try:
+        key = uuid.UUID(run_id)
+    except ValueError:
+        return None
+    row = await conn.fetchrow(
+        f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = $1 AND ($2::text IS NULL OR tenant_id = $2)",
+        key,
+        tenant_id,
+    )
+    if row is None:
+        return None
+    run = run_record(row)
+    attempts = await conn.fetch(
+        """SELECT attempt, worker, started_at, finished_at, outcome, error, traceback
+           FROM attempts WHERE run_id = $1 ORDER BY attempt""",
+        key,
+    )
+    run["attempts"] = [_jsonable(dict(a)) for a in attempts]
+    return run
+
+
+async def list_runs(
+    conn: asyncpg.Pool | asyncpg.Connection,
+    *,
+    tenant_id: str,
+    state: str | None = None,
+    job_type: str | None = None,
+    limit: int = 50,
+    before: tuple[datetime, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Newest first, filtered; `before` (created_at, id) continues from a previous page."""
+    rows = await conn.fetch(
+        f"""SELECT {_RUN_COLUMNS} FROM runs
+            WHERE tenant_id = $1
+              AND ($2::text IS NULL OR state = $2)
+              AND ($3::text IS NULL OR type = $3)
+              AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5::uuid))
+            ORDER BY created_at DESC, id DESC
+            LIMIT $6""",
+        tenant_id,
+        state,
+        job_type,
+        before[0] if before else None,
+        before[1] if before else None,
+        limit,
+    )
+    return [run_record(row) for row in rows]
+
+
+async def count_by_state(
+    conn: asyncpg.Pool | asyncpg.Connection, tenant_id: str | None = None
+) -> dict[str, int]:
+    rows = await conn.fetch(
+        """SELECT state, count(*) AS n FROM runs
+           WHERE ($1::text IS NULL OR tenant_id = $1) GROUP BY state""",
+        tenant_id,
+    )
+    return {row["state"]: int(row["n"]) for row in rows}
+
+
+def run_record(row: asyncpg.Record) -> dict[str, Any]:
+    """A runs row as JSON-ready data."""
+    data = dict(row)
+    for key in ("payload", "result"):
+        if isinstance(data.get(key), str):
+            data[key] = orjson.loads(data[key])
+    return _jsonable(data)
+
+
+def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
+    for key, value in data.items():
+        if isinstance(value, uuid.UUID):
+            data[key] = str(value)
+        elif isinstance(value, datetime):
+            data[key] = value.isoformat()
+    return data

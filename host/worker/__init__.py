@@ -1,0 +1,1 @@
+"""The worker role: claims runs, runs handlers, records results."""

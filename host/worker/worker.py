@@ -1,0 +1,466 @@
+"""The worker role: claim runs in batches, run them on a fixed pool of runner tasks, and record
+results in batches: PostgreSQL first (the truth), then Redis (ack, retry).
+
+Tasks and how they overlap:
+  claimer    one Lua claim for up to `claim_batch` runs; sleeps on the wake list when idle
+  runners    `concurrency` tasks, each running one handler at a time, inline
+  finisher   coalesces finished attempts; one PostgreSQL statement and one Lua call per flush
+  heartbeat  extends every held lease every lease/3, publishes this worker's liveness
+  reaper     recovers expired leases of dead workers (idempotent, any worker may run it)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from host.backoff import after_failure
+from host.errors import JobhostError
+from host.queue.queue import Lease
+from host.services import Services
+from host.states import Outcome, RunState
+from host.store import runs as run_store
+from host.worker.executor import AttemptResult, execute
+
+log = logging.getLogger("jobhost.worker")
+
+#: Runs started this long ago and still running get a "running" mark in PostgreSQL; faster runs
+#: go straight to their final state, saving a write.
+START_MARK_AFTER_S = 0.2
+
+
+@dataclass
+class WorkerStats:
+    claimed: int = 0
+    succeeded: int = 0
+    retried: int = 0
+    dead: int = 0
+    fenced: int = 0
+    released: int = 0
+    reaped: int = 0
+    flushes: int = 0
+
+
+@dataclass
+class _Running:
+    lease: Lease
+    started_at: float
+    marked: bool = False
+
+
+@dataclass
+class _Flush:
+    """One finisher batch, with what PostgreSQL and Redis are told about it."""
+
+    results: list[AttemptResult]
+    finishes: list[run_store.Finish] = field(default_factory=list)
+    retry_delays: dict[str, float] = field(default_factory=dict)
+
+
+class Worker:
+    """One worker process's engine. `await worker.run(stop)` until `stop` is set."""
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        concurrency: int = 10,
+        types: Sequence[str] | None = None,
+        prefetch: int | None = None,
+        claim_batch: int = 200,
+        worker_id: str | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise JobhostError("concurrency must be at least 1")
+        self.services = services
+        self.settings = services.settings
+        self.queue = services.queue
+        self.registry = services.registry
+        self.types = list(types) if types else sorted(self.registry.types)
+        for name in self.types:
+            self.registry.get(name)  # raises UnknownJobType naming it
+        self.concurrency = concurrency
+        self.capacity = concurrency + (concurrency if prefetch is None else prefetch)
+        self.claim_batch = claim_batch
+        self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+        self.lease_ms = int(self.settings.lease_s * 1000)
+        self.stats = WorkerStats()
+        self._ready: asyncio.Queue[Lease | None] = asyncio.Queue()
+        self._done: asyncio.Queue[AttemptResult | None] = asyncio.Queue(maxsize=2 * claim_batch)
+        self._held: dict[str, Lease] = {}  # claimed until Redis has acked, retried or released
+        self._running: dict[str, _Running] = {}
+        self._slots = 0  # claimed and not yet finished running
+        self._slot_free = asyncio.Event()
+        self._stopping = False
+        self._claimer_idle = False
+        self._threads = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="jobhost")
+        self._started = time.time()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until `stop` is set, then shut down gracefully (see `_shutdown`)."""
+        log.info("worker %s serving %s, concurrency %d", self.id, self.types, self.concurrency)
+        claimer = asyncio.create_task(self._claimer(), name="claimer")
+        runners = [asyncio.create_task(self._runner()) for _ in range(self.concurrency)]
+        finisher = asyncio.create_task(self._finisher(), name="finisher")
+        background = [
+            asyncio.create_task(self._heartbeat(), name="heartbeat"),
+            asyncio.create_task(self._reaper(), name="reaper"),
+        ]
+        try:
+            await self._publish()
+            stopped = asyncio.create_task(stop.wait())
+            await asyncio.wait([stopped, claimer, finisher], return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            for task in (claimer, finisher):
+                if task.done() and task.exception():
+                    raise task.exception()  # type: ignore[misc]
+            await self._shutdown(claimer, runners, finisher)
+        finally:
+            for task in [claimer, finisher, *runners, *background]:
+                task.cancel()
+            await asyncio.gather(claimer, finisher, *runners, *background, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await self.services.redis.hdel(self.queue.keys.workers, self.id)
+            self._threads.shutdown(wait=False, cancel_futures=True)
+        log.info("worker %s stopped: %s", self.id, self.stats)
+
+    async def _shutdown(
+        self,
+        claimer: asyncio.Task[None],
+        runners: list[asyncio.Task[None]],
+        finisher: asyncio.Task[None],
+    ) -> None:
+        """Stop claiming, hand back unstarted runs at once, let running handlers finish within the
+        grace period, hand back the ones that did not, and flush every result before returning."""
+        self._stopping = True
+        if self._claimer_idle:
+            claimer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await claimer
+        unstarted: list[Lease] = []
+        while not self._ready.empty():
+            item = self._ready.get_nowait()
+            if item is not None:
+                unstarted.append(item)
+        self._slots -= len(unstarted)
+        await self._release(unstarted)
+        for _ in runners:
+            self._ready.put_nowait(None)
+        _, late = await asyncio.wait(runners, timeout=self.settings.shutdown_grace_s)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        interrupted = [r.lease for r in self._running.values()]
+        self._running.clear()
+        if interrupted:
+            log.warning(
+                "handing back %d runs still running after the grace period", len(interrupted)
+            )
+        await self._release(interrupted)
+        await self._done.put(None)
+        await finisher
+
+    # -- claiming -------------------------------------------------------------------------------
+
+    async def _claimer(self) -> None:
+        errors = 0
+        while not self._stopping:
+            free = self.capacity - self._slots
+            # Refill when half the capacity is free or the runners have drained the buffer, so a
+            # busy worker makes a few large claims rather than many small ones.
+            if free <= 0 or (free < self.capacity // 2 and not self._ready.empty()):
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            try:
+                claimed = await self.queue.claim(
+                    self.id, self.types, min(free, self.claim_batch), self.lease_ms
+                )
+                errors = 0
+            except Exception as exc:  # Redis down: back off, do not spin
+                errors += 1
+                await self._pause_after_error("claim", exc, errors)
+                continue
+            if claimed.leases:
+                self.stats.claimed += len(claimed.leases)
+                for lease in claimed.leases:
+                    self._held[lease.id] = lease
+                    self._ready.put_nowait(lease)
+                self._slots += len(claimed.leases)
+                continue
+            idle_s = 5.0 if claimed.next_due_ms < 0 else min(5.0, claimed.next_due_ms / 1000)
+            await self._idle(idle_s)
+
+    async def _idle(self, timeout_s: float) -> None:
+        self._claimer_idle = True
+        try:
+            await self.queue.wait_for_work(timeout_s)
+        except Exception as exc:
+            await self._pause_after_error("wait", exc, 1)
+        finally:
+            self._claimer_idle = False
+
+    async def _pause_after_error(self, what: str, exc: Exception, errors: int) -> None:
+        delay = min(5.0, 0.1 * 2 ** min(errors, 6))
+        log.warning("%s failed (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, delay)
+        await asyncio.sleep(delay)
+
+    # -- running --------------------------------------------------------------------------------
+
+    async def _runner(self) -> None:
+        ready, done, running = self._ready, self._done, self._running
+        while True:
+            lease = await ready.get()
+            if lease is None:
+                return
+            running[lease.id] = _Running(lease, time.time())
+            result = await self._run_one(lease)
+            running.pop(lease.id, None)
+            self._slots -= 1
+            self._slot_free.set()
+            await done.put(result)
+
+    async def _run_one(self, lease: Lease) -> AttemptResult:
+        try:
+            envelope = orjson.loads(lease.envelope)
+            jt = self.registry.get(envelope["type"])
+        except (orjson.JSONDecodeError, KeyError, JobhostError) as exc:
+            now = time.time()
+            return AttemptResult(
+                lease, "?", 1, now, now, Outcome.FAILED,
+                error=f"cannot start run: {type(exc).__name__}: {exc}", permanent=True,
+            )  # fmt: skip
+        return await execute(lease, envelope, jt, self._threads, self._extend_one, self._progress)
+
+    async def _extend_one(self, run_id: str, seconds: float) -> None:
+        lease = self._held.get(run_id)
+        if lease is not None:
+            ms = max(self.lease_ms, int(seconds * 1000))
+            await self.queue.extend([(lease.id, lease.token)], ms)
+
+    async def _progress(self, run_id: str, report: Any) -> None:
+        await self.queue.set_progress(run_id, orjson.dumps(report))
+
+    # -- finishing ------------------------------------------------------------------------------
+
+    async def _finisher(self) -> None:
+        """Coalesce finished attempts and record them; returns after the shutdown sentinel."""
+        closing = False
+        while not closing:
+            first: AttemptResult | None
+            if self._running:
+                try:
+                    first = await asyncio.wait_for(self._done.get(), START_MARK_AFTER_S)
+                except TimeoutError:
+                    await self._mark_starts()
+                    continue
+            else:
+                first = await self._done.get()
+            batch = [first] if first is not None else []
+            closing = first is None
+            while len(batch) < 4 * self.claim_batch and not self._done.empty():
+                item = self._done.get_nowait()
+                if item is None:
+                    closing = True
+                else:
+                    batch.append(item)
+            if batch:
+                await self._flush(batch)
+
+    async def _flush(self, results: list[AttemptResult]) -> None:
+        flush = self._decide(results)
+        applied = await self._persist(
+            lambda conn: run_store.finish_attempts(conn, flush.finishes), "record results"
+        )
+        acks: list[tuple[str, str]] = []
+        retries: list[tuple[str, str, int]] = []
+        for r in flush.results:
+            lease = r.lease
+            if lease.id in flush.retry_delays and lease.id in applied:
+                retries.append((lease.id, lease.token, int(flush.retry_delays[lease.id] * 1000)))
+            else:  # succeeded, dead, or fenced in PostgreSQL (a final state is already recorded)
+                acks.append((lease.id, lease.token))
+        self.stats.fenced += len(flush.results) - len(applied)
+        fenced = await self._redis_retrying(lambda: self.queue.ack(acks), "ack")
+        fenced += await self._redis_retrying(lambda: self.queue.retry(retries), "retry")
+        if fenced:
+            log.warning("%d results fenced off: another attempt holds their lease", len(fenced))
+        for r in flush.results:
+            self._held.pop(r.lease.id, None)
+        self.stats.flushes += 1
+        if self.registry.observes_runs:
+            await self._notify(flush, applied)
+
+    def _decide(self, results: list[AttemptResult]) -> _Flush:
+        """Turn attempt outcomes into run states (retry now or later, or dead)."""
+        flush = _Flush(results)
+        for r in results:
+            state, delay = RunState.SUCCEEDED, 0.0
+            outcome = r.outcome
+            if outcome != Outcome.SUCCEEDED:
+                backoff = (
+                    self.registry.types[r.job_type].policy.backoff
+                    if r.job_type in self.registry.types
+                    else None
+                )
+                next_in = None if backoff is None else after_failure(
+                    backoff, r.lease.attempt, r.max_attempts,
+                    permanent=r.permanent, requested_delay=r.requested_delay,
+                )  # fmt: skip
+                if next_in is None:
+                    state = RunState.DEAD
+                    outcome = Outcome.DEAD if outcome == Outcome.FAILED else outcome
+                    self.stats.dead += 1
+                else:
+                    state, delay = RunState.RETRYING, next_in
+                    flush.retry_delays[r.lease.id] = next_in
+                    self.stats.retried += 1
+            else:
+                self.stats.succeeded += 1
+            flush.finishes.append(
+                run_store.Finish(
+                    id=r.lease.id, attempt=r.lease.attempt, state=state, outcome=outcome.value,
+                    worker=self.id, started_at=r.started_at, finished_at=r.finished_at,
+                    result_json=r.result_json, error=r.error, traceback=r.traceback,
+                    retry_in_s=delay,
+                )
+            )  # fmt: skip
+        return flush
+
+    async def _mark_starts(self) -> None:
+        cutoff = time.time() - START_MARK_AFTER_S
+        due = [r for r in self._running.values() if not r.marked and r.started_at <= cutoff]
+        if not due:
+            return
+        starts = [(r.lease.id, r.lease.attempt, self.id, r.started_at) for r in due]
+        await self._persist(lambda conn: run_store.mark_started(conn, starts), "mark started")
+        for r in due:
+            r.marked = True
+
+    async def _release(self, leases: list[Lease]) -> None:
+        """Hand runs back unstarted (no attempt spent) and queue them again in PostgreSQL."""
+        if not leases:
+            return
+        pairs = [(lease.id, lease.token) for lease in leases]
+        await self._redis_retrying(lambda: self.queue.release(pairs), "release")
+        marks = [(lease.id, lease.attempt) for lease in leases]
+        await self._persist(lambda conn: run_store.mark_released(conn, marks), "release")
+        for lease in leases:
+            self._held.pop(lease.id, None)
+        self.stats.released += len(leases)
+
+    async def _persist(self, write: Any, what: str) -> Any:
+        """Run a PostgreSQL write, retrying until it succeeds: leases stay extended meanwhile, so
+        nothing is acked in Redis before PostgreSQL has it."""
+        errors = 0
+        while True:
+            try:
+                async with self.services.hot_pool.acquire() as conn:
+                    return await write(conn)
+            except Exception as exc:
+                errors += 1
+                await self._pause_after_error(f"PostgreSQL ({what})", exc, errors)
+
+    async def _redis_retrying(self, call: Any, what: str) -> list[str]:
+        errors = 0
+        while True:
+            try:
+                result: list[str] = await call()
+                return result
+            except Exception as exc:
+                errors += 1
+                await self._pause_after_error(f"Redis ({what})", exc, errors)
+
+    async def _notify(self, flush: _Flush, applied: set[str]) -> None:
+        hook = self.registry.pm.hook
+        for r, f in zip(flush.results, flush.finishes, strict=True):
+            if r.lease.id not in applied:
+                continue
+            run = {
+                "id": r.lease.id, "type": r.job_type, "attempt": r.lease.attempt,
+                "state": f.state.value, "outcome": f.outcome, "result": r.result_json,
+                "error": r.error,
+            }  # fmt: skip
+            await _call_hook(hook.jobhost_run_finished, run)
+            if f.state == RunState.DEAD:
+                await _call_hook(hook.jobhost_run_dead, run)
+
+    # -- leases and liveness --------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        interval = self.settings.lease_s / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                held = [(lease.id, lease.token) for lease in self._held.values()]
+                lost = await self.queue.extend(held, self.lease_ms)
+                if lost:
+                    log.warning(
+                        "lost the lease of %d runs; their results will be fenced", len(lost)
+                    )
+                await self._publish()
+            except Exception as exc:
+                log.warning("heartbeat failed: %s: %s", type(exc).__name__, exc)
+
+    async def _publish(self) -> None:
+        """Record this worker as alive, with what it runs (read by `jobhost workers`, the API)."""
+        info = {
+            "id": self.id, "host": socket.gethostname(), "pid": os.getpid(),
+            "types": self.types, "concurrency": self.concurrency,
+            "running": list(self._running)[:100], "started_at": self._started,
+            "seen_at": time.time(), "stats": self.stats.__dict__,
+        }  # fmt: skip
+        await self.services.redis.hset(self.queue.keys.workers, self.id, orjson.dumps(info))
+
+    async def _reaper(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reap_interval_s)
+            try:
+                await reap_once(self.services, self.stats)
+            except Exception as exc:
+                log.warning("reap failed: %s: %s", type(exc).__name__, exc)
+
+
+async def reap_once(services: Services, stats: WorkerStats | None = None) -> int:
+    """Requeue expired leases; record runs whose attempts are spent as dead, then bury them.
+    Returns how many runs were requeued or buried."""
+    result = await services.queue.reap()
+    if result.dying:
+        now = time.time()
+        finishes = [
+            run_store.Finish(
+                id=d.id, attempt=d.attempt, state=RunState.DEAD, outcome=Outcome.LOST.value,
+                worker=d.token.rsplit(":", 1)[0] or "?", started_at=None, finished_at=now,
+                error=f"lease expired during attempt {d.attempt}: the worker died or hung",
+            )
+            for d in result.dying
+        ]  # fmt: skip
+        async with services.hot_pool.acquire() as conn:
+            await run_store.finish_attempts(conn, finishes)
+        await services.queue.bury([d.id for d in result.dying])
+    if result.requeued:
+        log.info("requeued %d runs whose lease expired", result.requeued)
+    if stats is not None:
+        stats.reaped += result.requeued + len(result.dying)
+    return result.requeued + len(result.dying)
+
+
+async def _call_hook(hook: Any, run: dict[str, Any]) -> None:
+    try:
+        for value in hook(run=run):
+            if asyncio.iscoroutine(value):
+                await value
+    except Exception:
+        log.exception("plugin hook %s failed for run %s", hook.name, run["id"])

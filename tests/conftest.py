@@ -1,0 +1,134 @@
+"""Real servers for the suite: PostgreSQL and Redis, embedded (started once per session on free
+ports) unless JOBHOST_TEST_DATABASE_URL and JOBHOST_TEST_REDIS_URL name servers to use instead.
+
+Isolation: every test gets its own database cloned from a migrated template (milliseconds) and
+its own Redis key namespace, deleted afterwards. Nothing outside what the suite created is ever
+touched, so the suite can run against shared servers.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from redis.asyncio import Redis
+
+from host.config import Settings, load_plugins_config
+from host.embedded import EmbeddedServers, ServerURLs
+from host.registry import Registry, load_registry
+from host.services import Services, open_services
+from host.store.db import migrate
+from tests import plugin_fixtures
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerURLs]:
+    db = os.environ.get("JOBHOST_TEST_DATABASE_URL")
+    redis = os.environ.get("JOBHOST_TEST_REDIS_URL")
+    if db and redis:
+        yield ServerURLs(db, redis)
+        return
+    root = tmp_path_factory.mktemp("servers")
+    embedded = EmbeddedServers(root, pg_port=None, redis_port=None, write_state=False, fast=True)
+    with embedded as urls:
+        yield urls
+
+
+def _with_database(url: str, name: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{name}"
+
+
+@pytest.fixture(scope="session")
+def template_db(servers: ServerURLs) -> Iterator[str]:
+    """A migrated template database, created once per session (name unique to this run)."""
+    import asyncio
+
+    name = f"jobhost_tpl_{uuid.uuid4().hex[:12]}"
+
+    async def create() -> None:
+        admin = await asyncpg.connect(servers.database_url)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        conn = await asyncpg.connect(_with_database(servers.database_url, name))
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+
+    async def drop() -> None:
+        admin = await asyncpg.connect(servers.database_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+    asyncio.run(create())
+    yield name
+    asyncio.run(drop())
+
+
+@pytest.fixture
+async def database_url(servers: ServerURLs, template_db: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test, dropped afterwards."""
+    name = f"jobhost_t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(servers.database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+        yield _with_database(servers.database_url, name)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def redis(servers: ServerURLs, namespace: str) -> AsyncIterator[Redis]:
+    """A Redis client; every key of the test's namespace is deleted afterwards."""
+    client = Redis.from_url(servers.redis_url, decode_responses=False)
+    yield client
+    async for key in client.scan_iter(match=f"jh:\\{{{namespace}\\}}:*", count=1000):
+        await client.delete(key)
+    await client.aclose()
+
+
+@pytest.fixture
+def settings(
+    servers: ServerURLs, database_url: str, namespace: str, tmp_path: Path
+) -> Settings:
+    return Settings(
+        database_url=database_url,
+        redis_url=servers.redis_url,
+        namespace=namespace,
+        plugins_file=ROOT / "plugins.toml",
+        state_dir=tmp_path / "state",
+        lease_s=5.0,
+        reap_interval_s=0.5,
+        shutdown_grace_s=5.0,
+    )
+
+
+@pytest.fixture
+def registry() -> Registry:
+    """The bundled plugins plus the test job types of tests/plugin_fixtures.py."""
+    return load_registry(load_plugins_config(ROOT / "plugins.toml"), extra=[plugin_fixtures])
+
+
+@pytest.fixture
+async def services(
+    settings: Settings, registry: Registry, redis: Redis
+) -> AsyncIterator[Services]:
+    async with open_services(settings, registry) as svc:
+        yield svc
