@@ -105,9 +105,7 @@ async def redis(servers: ServerURLs, namespace: str) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-def settings(
-    servers: ServerURLs, database_url: str, namespace: str, tmp_path: Path
-) -> Settings:
+def settings(servers: ServerURLs, database_url: str, namespace: str, tmp_path: Path) -> Settings:
     return Settings(
         database_url=database_url,
         redis_url=servers.redis_url,
@@ -127,8 +125,6 @@ def registry() -> Registry:
 
 
 @pytest.fixture
-async def services(
-    settings: Settings, registry: Registry, redis: Redis
-) -> AsyncIterator[Services]:
+async def services(settings: Settings, registry: Registry, redis: Redis) -> AsyncIterator[Services]:
     async with open_services(settings, registry) as svc:
         yield svc

@@ -16,7 +16,6 @@ from redis.asyncio import Redis
 from host import JobType, PermanentFailure, Retry, RunContext, hookimpl
 
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
-_clients: dict[str, Redis] = {}
 
 
 async def record(payload: dict[str, Any], ctx: RunContext, event: str = "ran") -> None:
@@ -24,11 +23,14 @@ async def record(payload: dict[str, Any], ctx: RunContext, event: str = "ran") -
     url = payload.get("redis_url")
     if not url:
         return
-    client = _clients.get(url)
-    if client is None:
-        client = _clients[url] = Redis.from_url(url)
-    entry = f"{event}|{payload.get('key', '')}|{ctx.run_id}|{ctx.attempt}|{os.getpid()}|{time.time()}"
-    await client.rpush(f"jh:{{{payload['namespace']}}}:test:log", entry)
+    entry = (
+        f"{event}|{payload.get('key', '')}|{ctx.run_id}|{ctx.attempt}|{os.getpid()}|{time.time()}"
+    )
+    client = Redis.from_url(url)
+    try:
+        await client.rpush(f"jh:{{{payload['namespace']}}}:test:log", entry)
+    finally:
+        await client.aclose()
 
 
 async def recorder(payload: dict[str, Any], ctx: RunContext) -> dict[str, Any]:

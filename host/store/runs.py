@@ -107,7 +107,7 @@ SET state = 'running', attempt = s.attempt, worker = s.worker,
 FROM unnest($1::uuid[], $2::int[], $3::text[], $4::float8[])
      AS s(id, attempt, worker, started_at)
 WHERE r.id = s.id
-  AND r.attempt <= s.attempt
+  AND (r.attempt < s.attempt OR (r.attempt = s.attempt AND r.state = 'running'))
   AND r.state IN ('scheduled', 'queued', 'retrying', 'running')
 """
 

@@ -5,6 +5,7 @@ Tasks and how they overlap:
   claimer    one Lua claim for up to `claim_batch` runs; sleeps on the wake list when idle
   runners    `concurrency` tasks, each running one handler at a time, inline
   finisher   coalesces finished attempts; one PostgreSQL statement and one Lua call per flush
+  marker     marks runs still running after START_MARK_AFTER_S as running in PostgreSQL
   heartbeat  extends every held lease every lease/3, publishes this worker's liveness
   reaper     recovers expired leases of dead workers (idempotent, any worker may run it)
 """
@@ -101,6 +102,7 @@ class Worker:
         self._running: dict[str, _Running] = {}
         self._slots = 0  # claimed and not yet finished running
         self._slot_free = asyncio.Event()
+        self._run_started = asyncio.Event()
         self._stopping = False
         self._claimer_idle = False
         self._threads = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="jobhost")
@@ -117,6 +119,7 @@ class Worker:
         background = [
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
             asyncio.create_task(self._reaper(), name="reaper"),
+            asyncio.create_task(self._start_marker(), name="start-marker"),
         ]
         try:
             await self._publish()
@@ -145,6 +148,7 @@ class Worker:
         """Stop claiming, hand back unstarted runs at once, let running handlers finish within the
         grace period, hand back the ones that did not, and flush every result before returning."""
         self._stopping = True
+        self._slot_free.set()  # a claimer waiting for a free slot looks again and stops
         if self._claimer_idle:
             claimer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -225,6 +229,8 @@ class Worker:
             lease = await ready.get()
             if lease is None:
                 return
+            if not running:
+                self._run_started.set()
             running[lease.id] = _Running(lease, time.time())
             result = await self._run_one(lease)
             running.pop(lease.id, None)
@@ -259,15 +265,7 @@ class Worker:
         """Coalesce finished attempts and record them; returns after the shutdown sentinel."""
         closing = False
         while not closing:
-            first: AttemptResult | None
-            if self._running:
-                try:
-                    first = await asyncio.wait_for(self._done.get(), START_MARK_AFTER_S)
-                except TimeoutError:
-                    await self._mark_starts()
-                    continue
-            else:
-                first = await self._done.get()
+            first = await self._done.get()
             batch = [first] if first is not None else []
             closing = first is None
             while len(batch) < 4 * self.claim_batch and not self._done.empty():
@@ -339,6 +337,15 @@ class Worker:
             )  # fmt: skip
         return flush
 
+    async def _start_marker(self) -> None:
+        """Mark runs that are still running after a moment as running in PostgreSQL."""
+        while True:
+            if not self._running:
+                self._run_started.clear()
+                await self._run_started.wait()
+            await asyncio.sleep(START_MARK_AFTER_S)
+            await self._mark_starts()
+
     async def _mark_starts(self) -> None:
         cutoff = time.time() - START_MARK_AFTER_S
         due = [r for r in self._running.values() if not r.marked and r.started_at <= cutoff]
@@ -353,12 +360,12 @@ class Worker:
         """Hand runs back unstarted (no attempt spent) and queue them again in PostgreSQL."""
         if not leases:
             return
+        for lease in leases:  # no longer ours to extend
+            self._held.pop(lease.id, None)
         pairs = [(lease.id, lease.token) for lease in leases]
         await self._redis_retrying(lambda: self.queue.release(pairs), "release")
         marks = [(lease.id, lease.attempt) for lease in leases]
         await self._persist(lambda conn: run_store.mark_released(conn, marks), "release")
-        for lease in leases:
-            self._held.pop(lease.id, None)
         self.stats.released += len(leases)
 
     async def _persist(self, write: Any, what: str) -> Any:
