@@ -52,7 +52,8 @@ def resolve_urls(settings: Settings) -> Settings:
 
 async def open_redis(url: str) -> Redis:
     """A Redis client that has answered PING and whose eviction policy cannot drop runs."""
-    redis = Redis.from_url(url, decode_responses=False, health_check_interval=30)
+    # The socket timeout must exceed the longest BLPOP an idle worker makes (IDLE_WAIT_S).
+    redis = Redis.from_url(url, decode_responses=False, health_check_interval=30, socket_timeout=15)
     try:
         await redis.ping()
         policy = await _eviction_policy(redis)

@@ -38,6 +38,9 @@ log = logging.getLogger("jobhost.worker")
 #: Runs started this long ago and still running get a "running" mark in PostgreSQL; faster runs
 #: go straight to their final state, saving a write.
 START_MARK_AFTER_S = 0.2
+#: Longest an idle worker blocks on the wake list before claiming again (a safety net: enqueues,
+#: retries and reaps push wake tokens, and claims report when the next delayed run is due).
+IDLE_WAIT_S = 5.0
 
 
 @dataclass
@@ -204,7 +207,8 @@ class Worker:
                     self._ready.put_nowait(lease)
                 self._slots += len(claimed.leases)
                 continue
-            idle_s = 5.0 if claimed.next_due_ms < 0 else min(5.0, claimed.next_due_ms / 1000)
+            due_s = claimed.next_due_ms / 1000
+            idle_s = IDLE_WAIT_S if due_s < 0 else min(IDLE_WAIT_S, due_s)
             await self._idle(idle_s)
 
     async def _idle(self, timeout_s: float) -> None:

@@ -1,0 +1,342 @@
+"""The `jobhost` command: roles (dev, worker), administration (migrate, plugins) and a client
+(enqueue, runs). Every command prints JSON with --json, and text for people otherwise."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from host.client import Client
+from host.config import Settings, load_plugins_config
+from host.errors import ConfigError, JobhostError, ValidationFailed
+from host.logs import configure_logging
+from host.policy import policy_as_dict
+from host.registry import load_registry
+from host.services import Services, apply_migrations, open_services, resolve_urls
+from host.worker.worker import Worker
+
+Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level, args.log_format)
+    try:
+        settings = Settings.from_env(
+            database_url=args.database_url,
+            redis_url=args.redis_url,
+            namespace=args.namespace,
+            tenant=args.tenant,
+            plugins_file=args.plugins,
+            state_dir=args.state_dir,
+        )
+        if args.command == "dev":
+            return _dev(args, settings)
+        command: Command = args.run
+        return asyncio.run(command(args, settings))
+    except ValidationFailed as exc:
+        _fail(args, exc, details=[{"path": e.path, "message": e.message} for e in exc.errors])
+        return 1
+    except ConfigError as exc:
+        _fail(args, exc)
+        return 2
+    except JobhostError as exc:
+        _fail(args, exc)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jobhost", description=__doc__)
+    parser.add_argument("--database-url", help="PostgreSQL URL (env JOBHOST_DATABASE_URL)")
+    parser.add_argument("--redis-url", help="Redis URL (env JOBHOST_REDIS_URL)")
+    parser.add_argument("--namespace", help="Redis key namespace (env JOBHOST_NAMESPACE)")
+    parser.add_argument("--tenant", help="tenant for enqueue and lookups (env JOBHOST_TENANT)")
+    parser.add_argument("--plugins", type=Path, help="plugins.toml (env JOBHOST_PLUGINS_FILE)")
+    parser.add_argument("--state-dir", type=Path, help="embedded servers' folder (.jobhost)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--log-format", choices=["json", "text"], help="default: text on a tty")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    dev = sub.add_parser("dev", help="run every role in one process (embedded servers default)")
+    dev.add_argument("--pg-port", type=int, default=None, help="embedded PostgreSQL port")
+    dev.add_argument("--redis-port", type=int, default=None, help="embedded Redis port")
+    _worker_options(dev)
+
+    worker = sub.add_parser("worker", help="claim and run jobs")
+    _worker_options(worker)
+    worker.set_defaults(run=cmd_worker)
+
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(run=cmd_migrate)
+    sub.add_parser("plugins", help="list job types and policies").set_defaults(run=cmd_plugins)
+    sub.add_parser("queues", help="queue depths per job type").set_defaults(run=cmd_queues)
+    sub.add_parser("workers", help="live workers").set_defaults(run=cmd_workers)
+
+    enqueue = sub.add_parser("enqueue", help="enqueue one run")
+    enqueue.add_argument("type")
+    enqueue.add_argument("--payload", default="{}", help="the payload as JSON (default {})")
+    enqueue.add_argument("--priority", type=int)
+    enqueue.add_argument("--delay", type=float, dest="delay_s", help="seconds before it may run")
+    enqueue.add_argument("--idempotency-key")
+    enqueue.add_argument("--max-attempts", type=int)
+    enqueue.add_argument("--timeout", type=float, dest="timeout_s", help="seconds per attempt")
+    enqueue.add_argument("--wait", type=float, metavar="SECONDS", help="wait for the result")
+    enqueue.set_defaults(run=cmd_enqueue)
+
+    runs = sub.add_parser("runs", help="look at runs").add_subparsers(dest="runs", required=True)
+    show = runs.add_parser("show", help="one run with its attempts")
+    show.add_argument("id")
+    show.set_defaults(run=cmd_runs_show)
+    listing = runs.add_parser("list", help="recent runs, newest first")
+    listing.add_argument("--state")
+    listing.add_argument("--type", dest="job_type")
+    listing.add_argument("--limit", type=int, default=20)
+    listing.set_defaults(run=cmd_runs_list)
+    return parser
+
+
+def _worker_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--concurrency", type=int, default=10, help="handlers running at once")
+    parser.add_argument("--types", help="comma-separated job types to serve (default: all)")
+    parser.add_argument("--prefetch", type=int, help="runs claimed ahead (default: concurrency)")
+    parser.add_argument("--claim-batch", type=int, default=200, help="most runs per claim")
+
+
+# -- roles --------------------------------------------------------------------------------------
+
+
+def _dev(args: argparse.Namespace, settings: Settings) -> int:
+    """Start embedded servers unless URLs are configured, then run every role in one process."""
+    if settings.database_url and settings.redis_url:
+        return asyncio.run(_serve_dev(args, settings))
+    from host.embedded import DEFAULT_PG_PORT, DEFAULT_REDIS_PORT, EmbeddedServers
+
+    embedded = EmbeddedServers(
+        settings.state_dir,
+        pg_port=args.pg_port or DEFAULT_PG_PORT,
+        redis_port=args.redis_port or DEFAULT_REDIS_PORT,
+    )
+    with embedded as urls:
+        settings = settings.with_urls(
+            settings.database_url or urls.database_url, settings.redis_url or urls.redis_url
+        )
+        return asyncio.run(_serve_dev(args, settings))
+
+
+async def _serve_dev(args: argparse.Namespace, settings: Settings) -> int:
+    applied = await apply_migrations(_require(settings).database_url or "")
+    print(
+        f"jobhost dev\n  PostgreSQL  {settings.database_url}\n  Redis       {settings.redis_url}\n"
+        f"  migrations  {', '.join(applied) or 'up to date'}\n"
+        "  roles       worker (scheduler, API and notifier join as they land)\n"
+        "Try, in another terminal from this folder:  jobhost enqueue noop --payload '{}' --wait 5\n"
+        "Stop with Ctrl-C.",
+        flush=True,
+    )
+    return await cmd_worker(args, settings)
+
+
+async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    types = [t.strip() for t in args.types.split(",") if t.strip()] if args.types else None
+    async with open_services(settings) as services:
+        worker = Worker(
+            services,
+            concurrency=args.concurrency,
+            types=types,
+            prefetch=args.prefetch,
+            claim_batch=args.claim_batch,
+        )
+        await _run_until_signalled(worker.run)
+    return 0
+
+
+async def _run_until_signalled(role: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run a role until SIGTERM or SIGINT asks it to stop (gracefully); a second signal stops
+    it at once."""
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(role(stop))
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            task.cancel()
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+# -- administration -----------------------------------------------------------------------------
+
+
+async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    applied = await apply_migrations(_require(settings).database_url or "")
+    _emit(args, {"applied": applied}, "applied: " + (", ".join(applied) or "nothing (up to date)"))
+    return 0
+
+
+async def cmd_plugins(args: argparse.Namespace, settings: Settings) -> int:
+    registry = load_registry(load_plugins_config(settings.plugins_file))
+    types: list[dict[str, Any]] = [
+        {
+            "name": t.name,
+            "plugin": t.plugin,
+            "source": t.source,
+            "description": t.description,
+            "handler": "async" if t.is_async else "sync (thread)",
+            "policy": policy_as_dict(t.policy),
+            "schema": t.schema,
+        }
+        for t in sorted(registry.types.values(), key=lambda t: t.name)
+    ]
+    lines = []
+    for t in types:
+        p = t["policy"]
+        limits = ", ".join(f"{k} {p[k]}" for k in ("rate", "burst", "concurrency") if p[k])
+        lines.append(
+            f"{t['name']:<20} plugin {t['plugin']}  priority {p['priority']}, "
+            f"max_attempts {p['max_attempts']}, timeout {p['timeout_s']:g}s"
+            + (f", {limits}" if limits else "")
+            + f"\n{'':<20} schema {t['source']}"
+        )
+    _emit(args, {"types": types}, "\n".join(lines) or "no job types")
+    return 0
+
+
+async def cmd_queues(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_services(settings, run_migrations=False) as services:
+        types = sorted(set(services.registry.types) | set(await services.queue.known_types()))
+        depths = await services.queue.depths(types)
+        totals = await services.queue.totals()
+    data = {"types": {t: {"ready": d.ready} for t, d in depths.items()}, **totals}
+    text = "\n".join(f"{t:<20} ready {d.ready}" for t, d in depths.items())
+    text += f"\ndelayed {totals['delayed']}, in flight {totals['in_flight']}"
+    _emit(args, data, text)
+    return 0
+
+
+async def cmd_workers(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_services(settings, run_migrations=False) as services:
+        raw = await services.redis.hgetall(services.queue.keys.workers)
+    workers = [orjson.loads(v) for v in raw.values()]
+    text = "\n".join(
+        f"{w['id']}  pid {w['pid']}  concurrency {w['concurrency']}  running {len(w['running'])}"
+        for w in workers
+    )
+    _emit(args, {"workers": workers}, text or "no live workers")
+    return 0
+
+
+# -- client -------------------------------------------------------------------------------------
+
+
+async def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        payload = orjson.loads(args.payload)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"--payload is not valid JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise ConfigError("--payload must be a JSON object")
+    async with open_services(settings, run_migrations=False) as services:
+        client = Client(services)
+        enqueued = await client.enqueue(
+            args.type,
+            payload,
+            priority=args.priority,
+            delay_s=args.delay_s,
+            idempotency_key=args.idempotency_key,
+            max_attempts=args.max_attempts,
+            timeout_s=args.timeout_s,
+        )
+        data: dict[str, Any] = {"id": enqueued.id, "type": enqueued.type}
+        data |= {"state": enqueued.state, "created": enqueued.created}
+        verb = "enqueued" if enqueued.created else "already enqueued (idempotency key)"
+        text = f"{verb} run {enqueued.id} ({enqueued.type}, {enqueued.state})"
+        if args.wait:
+            run = await client.wait(enqueued.id, args.wait)
+            data = run
+            text += f"\n{_run_text(run)}"
+    _emit(args, data, text)
+    return 0
+
+
+async def cmd_runs_show(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_services(settings, run_migrations=False) as services:
+        run = await Client(services).get(args.id)
+    _emit(args, run, _run_text(run))
+    return 0
+
+
+async def cmd_runs_list(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_services(settings, run_migrations=False) as services:
+        runs = await Client(services).list(
+            state=args.state, job_type=args.job_type, limit=args.limit
+        )
+    text = "\n".join(
+        f"{r['id']}  {r['type']:<16} {r['state']:<10} attempt {r['attempt']}/{r['max_attempts']}"
+        f"  {r['created_at']}"
+        for r in runs
+    )
+    _emit(args, {"runs": runs}, text or "no runs")
+    return 0
+
+
+def _run_text(run: dict[str, Any]) -> str:
+    lines = [
+        f"run {run['id']}  {run['type']}  {run['state']}  "
+        f"attempt {run['attempt']}/{run['max_attempts']}  priority {run['priority']}",
+        f"  payload  {orjson.dumps(run['payload']).decode()}",
+        f"  created  {run['created_at']}   finished {run['finished_at'] or '-'}",
+    ]
+    if run.get("result") is not None:
+        lines.append(f"  result   {orjson.dumps(run['result']).decode()}")
+    if run.get("error"):
+        lines.append(f"  error    {run['error']}")
+    for a in run.get("attempts", []):
+        lines.append(
+            f"  attempt {a['attempt']}: {a['outcome']} on {a['worker']} at {a['finished_at']}"
+            + (f" - {a['error']}" if a.get("error") else "")
+        )
+    return "\n".join(lines)
+
+
+# -- output -------------------------------------------------------------------------------------
+
+
+def _require(settings: Settings) -> Settings:
+    return resolve_urls(settings)
+
+
+def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
+    if args.json:
+        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        sys.stdout.write(text + "\n")
+
+
+def _fail(args: argparse.Namespace, exc: JobhostError, details: list[Any] | None = None) -> None:
+    if getattr(args, "json", False):
+        error = {"code": type(exc).__name__, "message": exc.message, "details": details or []}
+        sys.stderr.write(orjson.dumps({"error": error}).decode() + "\n")
+    else:
+        sys.stderr.write(f"jobhost: error: {exc.message}\n")
+
+
+__all__ = ["Services", "main"]
