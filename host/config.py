@@ -94,6 +94,9 @@ def load_plugins_config(path: Path) -> PluginsConfig:
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}")
     plugins = data.get("plugins", {})
+    types = data.get("types", {})
+    if not isinstance(plugins, dict) or not isinstance(types, dict):
+        raise ConfigError(f"{path}: [plugins] and [types] must be tables")
     unknown = set(plugins) - {"modules", "entry_points", "disable"}
     if unknown:
         raise ConfigError(f"{path}: [plugins] has unknown key(s) {', '.join(sorted(unknown))}")
@@ -104,7 +107,6 @@ def load_plugins_config(path: Path) -> PluginsConfig:
     entry_points = plugins.get("entry_points", True)
     if not isinstance(entry_points, bool):
         raise ConfigError(f"{path}: [plugins] entry_points must be true or false")
-    types = data.get("types", {})
     if not all(isinstance(v, dict) for v in types.values()):
         raise ConfigError(f"{path}: each [types.NAME] must be a table of policy fields")
     return PluginsConfig(

@@ -89,28 +89,39 @@ def _merge_backoff(base: Backoff, value: Any, *, where: str) -> Backoff:
 def check_policy(policy: Policy, *, where: str) -> None:
     """Raise ConfigError naming `where` and the field when a value is out of range."""
     problems: list[str] = []
-    if not isinstance(policy.priority, int) or not MIN_PRIORITY <= policy.priority <= MAX_PRIORITY:
+    if not _is_int(policy.priority) or not MIN_PRIORITY <= policy.priority <= MAX_PRIORITY:
         problems.append(f"priority must be an integer in [{MIN_PRIORITY}, {MAX_PRIORITY}]")
-    if not isinstance(policy.max_attempts, int) or policy.max_attempts < 1:
+    if not _is_int(policy.max_attempts) or policy.max_attempts < 1:
         problems.append("max_attempts must be an integer >= 1")
-    if not isinstance(policy.timeout_s, int | float) or policy.timeout_s <= 0:
+    if not _is_number(policy.timeout_s) or policy.timeout_s <= 0:
         problems.append("timeout_s must be a positive number")
     b = policy.backoff
-    if b.base_s < 0 or b.factor < 1 or b.max_s < 0 or not 0 <= b.jitter <= 1:
+    numbers = all(_is_number(v) for v in (b.base_s, b.factor, b.max_s, b.jitter))
+    if not numbers or b.base_s < 0 or b.factor < 1 or b.max_s < 0 or not 0 <= b.jitter <= 1:
         problems.append("backoff needs base_s >= 0, factor >= 1, max_s >= 0, 0 <= jitter <= 1")
-    if policy.rate is not None:
+    if policy.rate is not None and not isinstance(policy.rate, str):
+        problems.append(f'rate must be a string such as "10/s", not {policy.rate!r}')
+    elif policy.rate is not None:
         try:
             parse_rate(policy.rate)
         except ConfigError as exc:
             problems.append(exc.message)
-    if policy.burst is not None and (not isinstance(policy.burst, int) or policy.burst < 1):
+    if policy.burst is not None and (not _is_int(policy.burst) or policy.burst < 1):
         problems.append("burst must be an integer >= 1")
     if policy.concurrency is not None and (
-        not isinstance(policy.concurrency, int) or policy.concurrency < 1
+        not _is_int(policy.concurrency) or policy.concurrency < 1
     ):
         problems.append("concurrency must be an integer >= 1")
     if problems:
         raise ConfigError(f"{where}: " + "; ".join(problems))
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def policy_as_dict(policy: Policy) -> dict[str, Any]:

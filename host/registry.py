@@ -25,6 +25,7 @@ from host.errors import (
     ConfigError,
     JobhostError,
     PluginError,
+    SchemaError,
     UnknownJobType,
     ValidationFailed,
 )
@@ -137,7 +138,11 @@ def load_registry(config: PluginsConfig, *, extra: Iterable[object] = ()) -> Reg
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"implements an unknown hook: {exc}", plugin=str(exc.plugin)) from exc
+        raise PluginError(
+            f"implements an unknown hook: {exc}",
+            plugin=pm.get_name(exc.plugin) or str(exc.plugin),
+            file=_file_of(exc.plugin),
+        ) from exc
     types: dict[str, ResolvedType] = {}
     for impl in pm.hook.jobhost_job_types.get_hookimpls():
         file = _file_of(impl.plugin)
@@ -195,6 +200,13 @@ def _resolve(jt: JobType, plugin: str, file: str, config: PluginsConfig) -> Reso
     if not callable(jt.handler):
         raise PluginError(
             f"job type {jt.name!r} has no callable handler (got {type(jt.handler).__name__})",
+            plugin=plugin,
+            file=file,
+        )
+    if not isinstance(jt.schema, Mapping | str | Path):
+        raise SchemaError(
+            f"job type {jt.name!r} has a schema of type {type(jt.schema).__name__}; "
+            "expected a dict or the path of a JSON file",
             plugin=plugin,
             file=file,
         )

@@ -45,9 +45,14 @@ async def test_request_is_made_and_its_response_recorded(services: Services, rec
     run_id = (
         await client.enqueue(
             "http.request",
-            {"method": "POST", "url": f"{base}/ok", "headers": {"X-Token": "t1"},
-             "body": {"n": 1}, "expected_status": 201},
-        )  # fmt: skip
+            {
+                "method": "POST",
+                "url": f"{base}/ok",
+                "headers": {"X-Token": "t1"},
+                "body": {"n": 1},
+                "expected_status": 201,
+            },
+        )
     ).id
     async with running_worker(services):
         run = await client.wait(run_id, 20)

@@ -66,6 +66,12 @@ def test_merge_policy_overlays_and_checks_every_field() -> None:
         merge_policy(Policy(), {"max_attempts": 0}, where="T")
     with pytest.raises(ConfigError, match="priority must be an integer in"):
         merge_policy(Policy(), {"priority": 5000}, where="T")
+    with pytest.raises(ConfigError, match="max_attempts must be an integer"):
+        merge_policy(Policy(), {"max_attempts": True}, where="T")
+    with pytest.raises(ConfigError, match="rate must be a string"):
+        merge_policy(Policy(), {"rate": 10}, where="T")
+    with pytest.raises(ConfigError, match="backoff needs base_s >= 0"):
+        merge_policy(Policy(), {"backoff": {"base_s": "2"}}, where="T")
     with pytest.raises(ConfigError, match="unknown backoff field"):
         merge_policy(Policy(), {"backoff": {"base": 1}}, where="T")
 
@@ -76,7 +82,7 @@ def test_policy_as_dict_is_plain_data() -> None:
 
 
 def test_states_terminal_and_active_sets_partition_the_states() -> None:
-    assert TERMINAL_STATES | ACTIVE_STATES == set(RunState)
+    assert set(RunState) == TERMINAL_STATES | ACTIVE_STATES
     assert not TERMINAL_STATES & ACTIVE_STATES
     assert not can_transition(RunState.SUCCEEDED, RunState.QUEUED)
     assert can_transition(RunState.DEAD, RunState.QUEUED)  # replay
