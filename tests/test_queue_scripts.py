@@ -47,6 +47,13 @@ async def test_enqueue_is_idempotent_by_run_id(queue: Queue, redis: Redis) -> No
     assert await redis.zcard(queue.keys.ready("a")) == 0
 
 
+async def test_enqueue_can_restore_the_attempt_count(queue: Queue) -> None:
+    restored = QueuedRun("r1", "a", 0, 5, 0, b"{}", attempts_done=2)
+    await queue.enqueue([restored])
+    claimed = await queue.claim("w1", ["a"], 1, 10_000)
+    assert [(x.attempt, x.token) for x in claimed.leases] == [(3, "w1:3")]
+
+
 async def test_enqueue_with_delay_goes_to_the_delayed_set(queue: Queue, redis: Redis) -> None:
     await queue.enqueue([run("later", delay_ms=60_000), run("now")])
     assert await redis.zcard(queue.keys.delayed) == 1

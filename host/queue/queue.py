@@ -24,6 +24,7 @@ class QueuedRun:
     max_attempts: int
     delay_ms: int  #: 0 for ready now
     envelope: bytes  #: JSON the worker needs to start the run
+    attempts_done: int = 0  #: attempts already made (reconciliation restores the count)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +85,10 @@ class Queue:
         k = self.keys
         args: list[object] = [k.prefix, len(runs)]
         for run in runs:
-            args += [run.id, run.type, run.priority, run.max_attempts, run.delay_ms, run.envelope]
+            args += [run.id, run.type, run.priority, run.max_attempts, run.delay_ms]
+            args += [run.attempts_done, run.envelope]
         out = await self._scripts.call(
-            "enqueue", [k.env, k.meta, k.delayed, k.seq, k.types, k.wake], args
+            "enqueue", [k.env, k.meta, k.delayed, k.seq, k.types, k.wake, k.att], args
         )
         return [_text(x) for x in out[1:]]
 

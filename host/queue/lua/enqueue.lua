@@ -12,8 +12,10 @@
 
   ARGV[1] key prefix ("jh:{ns}:"), for the ready queue of each type
   ARGV[2] number of runs n
-  then per run, 6 values: id, type, priority, max_attempts, delay_ms, envelope
+  then per run, 7 values: id, type, priority, max_attempts, delay_ms, attempts_done, envelope
   delay_ms is counted from the Redis clock; 0 or less means ready now.
+  attempts_done is 0 for a new run; reconciliation passes the attempts PostgreSQL recorded, so
+  the next claim counts on from there and fencing keeps working.
 
   Returns: {added, skipped_id...}
 ]]
@@ -27,10 +29,12 @@ local seq = redis.call('INCRBY', KEYS[4], n) - n
 local added = 0
 local skipped = {}
 for i = 0, n - 1 do
-  local base = 3 + i * 6
+  local base = 3 + i * 7
   local id, jobtype, priority = ARGV[base], ARGV[base + 1], ARGV[base + 2]
-  local max_attempts, delay, envelope = ARGV[base + 3], tonumber(ARGV[base + 4]), ARGV[base + 5]
+  local max_attempts, delay = ARGV[base + 3], tonumber(ARGV[base + 4])
+  local done, envelope = tonumber(ARGV[base + 5]), ARGV[base + 6]
   if redis.call('HSETNX', KEYS[1], id, envelope) == 1 then
+    if done > 0 then redis.call('HSET', KEYS[7], id, done) end
     redis.call('HSET', KEYS[2], id, priority .. '|' .. max_attempts .. '|' .. jobtype)
     if delay > 0 then
       redis.call('ZADD', KEYS[3], now + delay, id)
