@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from host import limits
 from host.client import Client
 from host.config import Settings, load_plugins_config
 from host.errors import ConfigError, JobhostError, ValidationFailed
@@ -82,6 +83,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("plugins", help="list job types and policies").set_defaults(run=cmd_plugins)
     sub.add_parser("queues", help="queue depths per job type").set_defaults(run=cmd_queues)
     sub.add_parser("workers", help="live workers").set_defaults(run=cmd_workers)
+
+    lim = sub.add_parser("limits", help="rate and concurrency limits per type")
+    lim_sub = lim.add_subparsers(dest="limits", required=True)
+    lim_sub.add_parser("show", help="limits in force, tokens, in flight").set_defaults(
+        run=cmd_limits_show
+    )
+    lim_set = lim_sub.add_parser("set", help="change a type's limits now, without restarts")
+    lim_set.add_argument("type")
+    lim_set.add_argument("--rate", help='e.g. "10/s", "600/min", "100/hour"')
+    lim_set.add_argument("--burst", type=int, help="token bucket capacity")
+    lim_set.add_argument("--concurrency", type=int, help="most runs in flight at once")
+    lim_set.add_argument(
+        "--unlimited", action="append", default=[], choices=["rate", "concurrency"],
+        help="lift a limit (repeatable)",
+    )  # fmt: skip
+    lim_set.set_defaults(run=cmd_limits_set)
+    lim_reset = lim_sub.add_parser("reset", help="back to the policy's limits")
+    lim_reset.add_argument("type")
+    lim_reset.set_defaults(run=cmd_limits_reset)
 
     enqueue = sub.add_parser("enqueue", help="enqueue one run")
     enqueue.add_argument("type")
@@ -242,6 +262,47 @@ async def cmd_workers(args: argparse.Namespace, settings: Settings) -> int:
     )
     _emit(args, {"workers": workers}, text or "no live workers")
     return 0
+
+
+async def cmd_limits_show(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_services(settings, run_migrations=False) as services:
+        types = sorted(services.registry.types)
+        status = await services.queue.limit_status(types)
+    lines = []
+    for name, st in status.items():
+        rate = f"{st['rate_per_s']:g}/s burst {st['burst']}" if st["rate_per_s"] else "unlimited"
+        conc = f"{st['in_flight']}/{st['concurrency']}" if st["concurrency"] else st["in_flight"]
+        tokens = f"{st['tokens']:g}" if st["tokens"] is not None else "-"
+        lines.append(
+            f"{name:<20} rate {rate:<22} tokens {tokens:<8} in flight {conc:<8} "
+            f"throttled {st['throttled_claims']}"
+        )
+    _emit(args, {"types": status}, "\n".join(lines))
+    return 0
+
+
+async def cmd_limits_set(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_services(settings) as services:
+        result = await limits.set_override(
+            services.pool, services.registry, args.type, rate=args.rate, burst=args.burst,
+            concurrency=args.concurrency, unlimited=tuple(args.unlimited),
+        )  # fmt: skip
+        await limits.publish(services.queue, {args.type: result})
+    _emit(args, {"type": args.type, **result.as_dict()}, f"{args.type}: {_limits_text(result)}")
+    return 0
+
+
+async def cmd_limits_reset(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_services(settings) as services:
+        result = await limits.reset_override(services.pool, services.registry, args.type)
+        await limits.publish(services.queue, {args.type: result})
+    _emit(args, {"type": args.type, **result.as_dict()}, f"{args.type}: {_limits_text(result)}")
+    return 0
+
+
+def _limits_text(lim: limits.Limits) -> str:
+    rate = f"rate {lim.rate} burst {lim.burst or 'default'}" if lim.rate else "rate unlimited"
+    return f"{rate}, concurrency {lim.concurrency or 'unlimited'} (in force now)"
 
 
 # -- client -------------------------------------------------------------------------------------

@@ -46,6 +46,14 @@ class Keys:
         self.types = self.prefix + "types"
         #: LIST of wake tokens: enqueue pushes one, an idle worker blocks on it.
         self.wake = self.prefix + "wake"
+        #: HASH type -> "rate_per_s|burst|concurrency" in force (empty field: unlimited).
+        self.limits = self.prefix + "limits"
+        #: HASH type -> "tokens|updated_ms": each rate-limited type's token bucket.
+        self.buckets = self.prefix + "buckets"
+        #: HASH type -> runs of that type in flight (for concurrency limits).
+        self.active = self.prefix + "active"
+        #: HASH type -> claims that found runs waiting but no token or slot.
+        self.throttled = self.prefix + "throttled"
         #: HASH worker id -> heartbeat JSON (host, pid, types, running, last seen).
         self.workers = self.prefix + "workers"
 

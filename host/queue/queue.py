@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -103,6 +104,7 @@ class Queue:
         """Lease up to `limit` runs of `types`, highest priority first."""
         k = self.keys
         keys = [k.inflight, k.env, k.att, k.owner, k.delayed, k.meta, k.seq, k.wake]
+        keys += [k.limits, k.buckets, k.active, k.throttled]
         keys += [k.ready(t) for t in types]
         out = await self._scripts.call(
             "claim", keys, [k.prefix, limit, lease_ms, worker_id, promote_limit]
@@ -119,9 +121,8 @@ class Queue:
             return []
         k = self.keys
         args = [x for pair in leases for x in pair]
-        out = await self._scripts.call(
-            "ack", [k.inflight, k.env, k.meta, k.att, k.owner, k.progress], args
-        )
+        keys = [k.inflight, k.env, k.meta, k.att, k.owner, k.progress, k.active, k.limits, k.wake]
+        out = await self._scripts.call("ack", keys, args)
         return [_text(x) for x in out[1:]]
 
     async def retry(self, leases: Sequence[tuple[str, str, int]]) -> list[str]:
@@ -130,9 +131,8 @@ class Queue:
             return []
         k = self.keys
         args = [x for triple in leases for x in triple]
-        out = await self._scripts.call(
-            "retry", [k.inflight, k.owner, k.delayed, k.wake, k.progress], args
-        )
+        keys = [k.inflight, k.owner, k.delayed, k.wake, k.progress, k.meta, k.active, k.limits]
+        out = await self._scripts.call("retry", keys, args)
         return [_text(x) for x in out[1:]]
 
     async def release(self, leases: Sequence[tuple[str, str]]) -> list[str]:
@@ -141,7 +141,7 @@ class Queue:
             return []
         k = self.keys
         args: list[object] = [k.prefix, *(x for pair in leases for x in pair)]
-        keys = [k.inflight, k.owner, k.meta, k.att, k.wake, k.progress]
+        keys = [k.inflight, k.owner, k.meta, k.att, k.wake, k.progress, k.active, k.limits]
         out = await self._scripts.call("release", keys, args)
         return [_text(x) for x in out[1:]]
 
@@ -159,7 +159,7 @@ class Queue:
         k = self.keys
         out = await self._scripts.call(
             "reap",
-            [k.inflight, k.meta, k.att, k.owner, k.dying, k.seq, k.wake],
+            [k.inflight, k.meta, k.att, k.owner, k.dying, k.seq, k.wake, k.active, k.limits],
             [k.prefix, limit],
         )
         dying = [
@@ -205,6 +205,47 @@ class Queue:
         pipe.hlen(k.env)
         delayed, in_flight, dying, known = await pipe.execute()
         return {"delayed": delayed, "in_flight": in_flight, "dying": dying, "known": known}
+
+    async def set_limits(self, limits: dict[str, str | None]) -> None:
+        """Set (or, for None, remove) each type's encoded limits, read by every claim."""
+        pipe = self.redis.pipeline(transaction=True)
+        for name, encoded in limits.items():
+            if encoded is None:
+                pipe.hdel(self.keys.limits, name)
+            else:
+                pipe.hset(self.keys.limits, name, encoded)
+        await pipe.execute()
+
+    async def limit_status(self, types: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Per type: limits in force, tokens available now, runs in flight, throttled claims."""
+        k = self.keys
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.time()
+        for key in (k.limits, k.buckets, k.active, k.throttled):
+            pipe.hmget(key, list(types))
+        now_raw, limits, buckets, active, throttled = await pipe.execute()
+        now_ms = int(now_raw[0]) * 1000 + int(now_raw[1]) // 1000
+        out: dict[str, dict[str, Any]] = {}
+        for i, name in enumerate(types):
+            rate = burst = concurrency = None
+            if limits[i] is not None:
+                fields = _text(limits[i]).split("|")
+                rate, burst, concurrency = (float(f) if f else None for f in fields)
+            tokens = None
+            if rate is not None and burst is not None:
+                tokens = burst
+                if buckets[i] is not None:
+                    have, updated = (float(x) for x in _text(buckets[i]).split("|"))
+                    tokens = min(burst, have + max(0, now_ms - updated) * rate / 1000)
+            out[name] = {
+                "rate_per_s": rate,
+                "burst": int(burst) if burst is not None else None,
+                "concurrency": int(concurrency) if concurrency is not None else None,
+                "tokens": round(tokens, 3) if tokens is not None else None,
+                "in_flight": int(active[i] or 0),
+                "throttled_claims": int(throttled[i] or 0),
+            }
+        return out
 
     async def known_types(self) -> list[str]:
         return sorted(_text(t) for t in await self.redis.smembers(self.keys.types))

@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from host import limits
 from host.backoff import after_failure
 from host.errors import JobhostError
 from host.queue.queue import Lease
@@ -126,6 +127,8 @@ class Worker:
         ]
         try:
             await self._publish()
+            async with self.services.pool.acquire() as conn:
+                await limits.publish(self.queue, await limits.effective_limits(self.registry, conn))
             stopped = asyncio.create_task(stop.wait())
             await asyncio.wait([stopped, claimer, finisher], return_when=asyncio.FIRST_COMPLETED)
             stopped.cancel()

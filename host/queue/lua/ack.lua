@@ -9,17 +9,23 @@
   KEYS[4] att       HASH run id -> attempts started
   KEYS[5] owner     HASH run id -> owner token
   KEYS[6] progress  HASH run id -> last progress report
+  KEYS[7] active    HASH type -> runs in flight
+  KEYS[8] limits    HASH type -> limits (a limited type wakes a worker when a slot opens)
+  KEYS[9] wake      LIST wake tokens
 
   ARGV pairs: run id, owner token
 
   Returns: {acked, fenced_id...}
 ]]
+--- @include "limits"
+
 local acked = 0
 local fenced = {}
+local counts = {}
 for i = 1, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   if redis.call('HGET', KEYS[5], id) == token then
-    redis.call('ZREM', KEYS[1], id)
+    if redis.call('ZREM', KEYS[1], id) == 1 then count_type(counts, redis.call('HGET', KEYS[3], id)) end
     redis.call('HDEL', KEYS[2], id)
     redis.call('HDEL', KEYS[3], id)
     redis.call('HDEL', KEYS[4], id)
@@ -30,6 +36,7 @@ for i = 1, #ARGV, 2 do
     fenced[#fenced + 1] = id
   end
 end
+leave_active(KEYS[7], KEYS[8], KEYS[9], counts)
 local out = {acked}
 for _, id in ipairs(fenced) do out[#out + 1] = id end
 return out

@@ -12,6 +12,8 @@
   KEYS[5] dying     ZSET run id -> time its last lease expired
   KEYS[6] seq       STRING FIFO counter
   KEYS[7] wake      LIST wake tokens
+  KEYS[8] active    HASH type -> runs in flight
+  KEYS[9] limits    HASH type -> limits
 
   ARGV[1] key prefix
   ARGV[2] most runs to move in this call
@@ -20,15 +22,18 @@
 ]]
 --- @include "now_ms"
 --- @include "ready_score"
+--- @include "limits"
 
 local prefix, limit = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
 local requeued = 0
+local counts = {}
 local seq = redis.call('INCRBY', KEYS[6], #expired) - #expired
 for i, id in ipairs(expired) do
   redis.call('ZREM', KEYS[1], id)
   local meta = redis.call('HGET', KEYS[2], id)
+  count_type(counts, meta)
   local owner = redis.call('HGET', KEYS[4], id) or ''
   redis.call('HDEL', KEYS[4], id)
   if meta then
@@ -43,6 +48,7 @@ for i, id in ipairs(expired) do
     end
   end
 end
+leave_active(KEYS[8], KEYS[9], KEYS[7], counts)
 if requeued > 0 and redis.call('LLEN', KEYS[7]) == 0 then
   redis.call('LPUSH', KEYS[7], 1)
 end

@@ -10,6 +10,8 @@
   KEYS[4] att       HASH run id -> attempts started
   KEYS[5] wake      LIST wake tokens
   KEYS[6] progress  HASH run id -> last progress report
+  KEYS[7] active    HASH type -> runs in flight
+  KEYS[8] limits    HASH type -> limits
 
   ARGV[1] key prefix
   ARGV[2..] pairs: run id, owner token
@@ -17,16 +19,18 @@
   Returns: {released, fenced_id...}
 ]]
 --- @include "ready_score"
+--- @include "limits"
 
 local prefix = ARGV[1]
 local released = 0
 local fenced = {}
+local counts = {}
 for i = 2, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   local meta = redis.call('HGET', KEYS[3], id)
   if meta and redis.call('HGET', KEYS[2], id) == token then
     local priority, _, jobtype = split_meta(meta)
-    redis.call('ZREM', KEYS[1], id)
+    if redis.call('ZREM', KEYS[1], id) == 1 then count_type(counts, meta) end
     redis.call('HDEL', KEYS[2], id)
     redis.call('HDEL', KEYS[6], id)
     redis.call('HINCRBY', KEYS[4], id, -1)
@@ -36,6 +40,7 @@ for i = 2, #ARGV, 2 do
     fenced[#fenced + 1] = id
   end
 end
+leave_active(KEYS[7], KEYS[8], KEYS[5], counts)
 if released > 0 and redis.call('LLEN', KEYS[5]) == 0 then
   redis.call('LPUSH', KEYS[5], 1)
 end

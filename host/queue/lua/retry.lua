@@ -8,20 +8,25 @@
   KEYS[3] delayed   ZSET run id -> due time (ms, Redis clock)
   KEYS[4] wake      LIST wake tokens
   KEYS[5] progress  HASH run id -> last progress report
+  KEYS[6] meta      HASH run id -> "priority|max_attempts|type"
+  KEYS[7] active    HASH type -> runs in flight
+  KEYS[8] limits    HASH type -> limits
 
   ARGV triples: run id, owner token, delay in ms (0: due at once, promoted by the next claim)
 
   Returns: {retried, fenced_id...}
 ]]
 --- @include "now_ms"
+--- @include "limits"
 
 local now = now_ms()
 local retried = 0
 local fenced = {}
+local counts = {}
 for i = 1, #ARGV, 3 do
   local id, token, delay = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   if redis.call('HGET', KEYS[2], id) == token then
-    redis.call('ZREM', KEYS[1], id)
+    if redis.call('ZREM', KEYS[1], id) == 1 then count_type(counts, redis.call('HGET', KEYS[6], id)) end
     redis.call('HDEL', KEYS[2], id)
     redis.call('HDEL', KEYS[5], id)
     redis.call('ZADD', KEYS[3], now + delay, id)
@@ -30,6 +35,7 @@ for i = 1, #ARGV, 3 do
     fenced[#fenced + 1] = id
   end
 end
+leave_active(KEYS[7], KEYS[8], KEYS[4], counts)
 -- Idle workers sleep until the earliest due run they knew of: wake one to look again.
 if retried > 0 and redis.call('LLEN', KEYS[4]) == 0 then
   redis.call('LPUSH', KEYS[4], 1)

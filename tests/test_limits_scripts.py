@@ -1,0 +1,110 @@
+"""Limits inside the claim script, against a real Redis: token buckets on the Redis clock,
+concurrency counted across every way a run leaves flight, and no blocking of other types."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.asyncio import Redis
+
+from host.limits import Limits
+from host.queue.queue import Queue, QueuedRun
+
+
+def runs(type: str, n: int, start: int = 0, max_attempts: int = 3) -> list[QueuedRun]:
+    return [
+        QueuedRun(f"{type}-{i}", type, 0, max_attempts, 0, b"{}") for i in range(start, start + n)
+    ]
+
+
+@pytest.fixture
+def queue(redis: Redis, namespace: str) -> Queue:
+    return Queue(redis, namespace)
+
+
+async def claim(queue: Queue, types=("a",), n=100, lease_ms=30_000, worker="w1"):
+    return await queue.claim(worker, list(types), n, lease_ms)
+
+
+def test_limits_encode_for_the_claim_script() -> None:
+    assert Limits().encode() is None
+    assert Limits(rate="10/s", burst=5).encode() == "10.0|5|"
+    assert Limits(rate="120/min").encode() == "2.0|2|"  # burst defaults to one second's worth
+    assert Limits(rate="1/hour").encode() == f"{1 / 3600!r}|1|"
+    assert Limits(concurrency=3).encode() == "||3"
+
+
+async def test_token_bucket_allows_the_burst_then_the_rate(queue: Queue, redis: Redis) -> None:
+    await queue.set_limits({"a": Limits(rate="10/s", burst=3).encode()})
+    await queue.enqueue(runs("a", 20))
+    first = await claim(queue)
+    assert len(first.leases) == 3  # the full bucket
+    empty = await claim(queue)
+    assert empty.leases == [] and 0 < empty.next_due_ms <= 100  # next token due in <= 100 ms
+    assert int(await redis.hget(queue.keys.throttled, "a")) == 1
+    await asyncio.sleep(0.25)
+    assert len((await claim(queue)).leases) == 2  # 0.25 s at 10/s refilled two whole tokens
+
+
+async def test_a_throttled_type_does_not_block_the_others(queue: Queue) -> None:
+    await queue.set_limits({"a": Limits(rate="1/s", burst=1).encode()})
+    await queue.enqueue(runs("a", 5) + runs("b", 5))
+    got = await claim(queue, ("a", "b"))
+    assert sorted(x.id for x in got.leases) == ["a-0"] + [f"b-{i}" for i in range(5)]
+    got = await claim(queue, ("a", "b"))
+    assert got.leases == [] and 0 < got.next_due_ms <= 1000
+
+
+async def test_concurrency_limit_counts_every_exit_from_flight(queue: Queue, redis: Redis) -> None:
+    await queue.set_limits({"a": Limits(concurrency=2).encode()})
+    await queue.enqueue(runs("a", 10, max_attempts=1))
+
+    async def active() -> int:
+        return int(await redis.hget(queue.keys.active, "a") or 0)
+
+    first = await claim(queue)
+    assert len(first.leases) == 2 and await active() == 2
+    assert (await claim(queue)).leases == []
+    one, two = first.leases
+    await redis.delete(queue.keys.wake)
+    await queue.ack([(one.id, one.token)])
+    assert await active() == 1
+    assert await redis.llen(queue.keys.wake) == 1  # a slot opened: an idle worker is woken
+    three = (await claim(queue)).leases[0]
+    await queue.retry([(two.id, two.token, 60_000)])
+    four = (await claim(queue)).leases[0]
+    await queue.release([(three.id, three.token)])
+    assert await active() == 1
+    five = (await claim(queue, lease_ms=50)).leases[0]
+    assert await active() == 2 and five.id == three.id  # released runs go first
+    await asyncio.sleep(0.1)
+    await queue.reap()  # five's lease expired: requeued (or dying), no longer in flight
+    assert await active() == 1
+    await queue.ack([(four.id, four.token)])
+    assert await active() == 0
+
+
+async def test_limits_change_at_once_without_new_scripts(queue: Queue) -> None:
+    await queue.enqueue(runs("a", 10))
+    await queue.set_limits({"a": Limits(concurrency=1).encode()})
+    assert len((await claim(queue)).leases) == 1
+    await queue.set_limits({"a": Limits(concurrency=4).encode()})
+    assert len((await claim(queue)).leases) == 3
+    await queue.set_limits({"a": None})
+    assert len((await claim(queue)).leases) == 6
+
+
+async def test_limit_status_reports_tokens_flight_and_throttling(queue: Queue) -> None:
+    await queue.set_limits({"a": Limits(rate="5/s", burst=2, concurrency=10).encode()})
+    await queue.enqueue(runs("a", 5))
+    await claim(queue)
+    await claim(queue)
+    status = await queue.limit_status(["a", "b"])
+    assert status["a"]["rate_per_s"] == 5 and status["a"]["burst"] == 2
+    assert status["a"]["concurrency"] == 10 and status["a"]["in_flight"] == 2
+    assert 0 <= status["a"]["tokens"] < 1 and status["a"]["throttled_claims"] == 1
+    assert status["b"] == {
+        "rate_per_s": None, "burst": None, "concurrency": None, "tokens": None,
+        "in_flight": 0, "throttled_claims": 0,
+    }  # fmt: skip
