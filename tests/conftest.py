@@ -128,3 +128,19 @@ def registry() -> Registry:
 async def services(settings: Settings, registry: Registry, redis: Redis) -> AsyncIterator[Services]:
     async with open_services(settings, registry) as svc:
         yield svc
+
+
+@pytest.fixture
+def worker_env(settings: Settings, tmp_path: Path) -> dict[str, str]:
+    plugins = tmp_path / "plugins.toml"
+    plugins.write_text('[plugins]\nmodules = ["plugins.noop", "tests.plugin_fixtures"]\n')
+    return {
+        "JOBHOST_DATABASE_URL": settings.database_url or "",
+        "JOBHOST_REDIS_URL": settings.redis_url or "",
+        "JOBHOST_NAMESPACE": settings.namespace,
+        "JOBHOST_PLUGINS_FILE": str(plugins),
+        "JOBHOST_LEASE_S": "3",
+        "JOBHOST_REAP_INTERVAL_S": "0.5",
+        "JOBHOST_SHUTDOWN_GRACE_S": "2",
+        "ROOT": str(ROOT),
+    }

@@ -39,6 +39,13 @@ async def recorder(payload: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     return {"key": payload.get("key"), "attempt": ctx.attempt}
 
 
+async def span(payload: dict[str, Any], ctx: RunContext) -> None:
+    """Records its start and end, so tests can compute rates and overlap."""
+    await record(payload, ctx, "start")
+    await asyncio.sleep(payload.get("sleep_s", 0))
+    await record(payload, ctx, "end")
+
+
 async def always_fails(payload: dict[str, Any], ctx: RunContext) -> None:
     await record(payload, ctx)
     raise ValueError(f"boom on attempt {ctx.attempt}")
@@ -82,6 +89,7 @@ def jobhost_job_types() -> list[JobType]:
     fast = {"base_s": 0.05, "factor": 2.0, "max_s": 0.5, "jitter": 0.0}
     return [
         JobType("test.record", recorder, ANY_OBJECT),
+        JobType("test.span", span, ANY_OBJECT),
         JobType("test.fail", always_fails, ANY_OBJECT, max_attempts=3, backoff=fast),
         JobType("test.flaky", flaky, ANY_OBJECT, max_attempts=5, backoff=fast),
         JobType("test.permanent", permanent, ANY_OBJECT, max_attempts=5, backoff=fast),

@@ -16,26 +16,12 @@ from pathlib import Path
 import pytest
 
 from host.client import Client, RunRequest
-from host.config import Settings
 from host.embedded import discover, free_port
 from host.services import Services
-from tests.helpers import executions, recorded, wait_until
+from tests.helpers import executions, jobhost, recorded, stop, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
-
-
-def jobhost(*args: str, cwd: Path, env: dict[str, str] | None = None, **kw) -> subprocess.Popen:
-    """Start `jobhost ARGS` as a child process."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "host", *args],
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kw,
-    )
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -108,28 +94,6 @@ def test_commands_outside_a_dev_folder_say_what_to_do(tmp_path: Path) -> None:
 
 
 # -- workers in their own processes ------------------------------------------------------------
-
-
-@pytest.fixture
-def worker_env(settings: Settings, tmp_path: Path) -> dict[str, str]:
-    plugins = tmp_path / "plugins.toml"
-    plugins.write_text('[plugins]\nmodules = ["plugins.noop", "tests.plugin_fixtures"]\n')
-    return {
-        "JOBHOST_DATABASE_URL": settings.database_url or "",
-        "JOBHOST_REDIS_URL": settings.redis_url or "",
-        "JOBHOST_NAMESPACE": settings.namespace,
-        "JOBHOST_PLUGINS_FILE": str(plugins),
-        "JOBHOST_LEASE_S": "3",
-        "JOBHOST_REAP_INTERVAL_S": "0.5",
-        "JOBHOST_SHUTDOWN_GRACE_S": "2",
-    }
-
-
-def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> str:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-    _, err = proc.communicate(timeout=timeout)
-    return err
 
 
 async def in_flight_of(services: Services, worker_prefix: str) -> set[str]:
