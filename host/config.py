@@ -33,11 +33,16 @@ class Settings:
     reap_interval_s: float = 2.0  #: how often a worker recovers expired leases
     shutdown_grace_s: float = 30.0  #: how long a stopping worker lets running handlers finish
     pool_size: int = 10  #: PostgreSQL connections per process and pool
+    #: Starvation protection: seconds of waiting worth one priority level, so a steady stream of
+    #: higher-priority runs delays lower ones by at most (difference x this); 0: strict priority.
+    priority_ageing_s: float = 0.0
 
     def __post_init__(self) -> None:
         Keys(self.namespace)  # validates the namespace
         if self.lease_s < 1:
             raise ConfigError("lease_s must be at least 1 second")
+        if self.priority_ageing_s < 0:
+            raise ConfigError("priority_ageing_s must be >= 0 (0: strict priority)")
         if self.pool_size < 2:
             raise ConfigError("pool_size must be at least 2")
 

@@ -88,6 +88,19 @@ async def test_claim_across_types_takes_highest_priority_first(queue: Queue) -> 
     assert await ids(queue, ("a", "b")) == ["b2"]
 
 
+async def test_priority_ageing_lets_a_long_wait_overtake_higher_priority(
+    queue: Queue,
+) -> None:
+    await queue.set_priority_ageing(0.1)  # 100 ms of waiting is worth one priority level
+    await queue.enqueue([run("old-low", priority=0)])
+    await asyncio.sleep(0.25)
+    await queue.enqueue([run("new-high", priority=2), run("new-mid", priority=1)])
+    # old-low waited 250 ms: worth 2.5 levels, so it is ahead of priority 2 enqueued now.
+    assert await ids(queue) == ["old-low", "new-high", "new-mid"]
+    await queue.enqueue([run("low"), run("high", priority=1), run("low2")])
+    assert await ids(queue) == ["high", "low", "low2"]  # same instant: priority, then FIFO
+
+
 async def test_claim_only_serves_the_types_asked(queue: Queue) -> None:
     await queue.enqueue([run("a1", "a"), run("b1", "b")])
     assert await ids(queue, ("b",)) == ["b1"]

@@ -54,6 +54,8 @@ class Keys:
         self.active = self.prefix + "active"
         #: HASH type -> claims that found runs waiting but no token or slot.
         self.throttled = self.prefix + "throttled"
+        #: HASH namespace settings read by the scripts: age_step_ms (priority ageing).
+        self.config = self.prefix + "config"
         #: HASH worker id -> heartbeat JSON (host, pid, types, running, last seen).
         self.workers = self.prefix + "workers"
 

@@ -206,6 +206,10 @@ class Queue:
         delayed, in_flight, dying, known = await pipe.execute()
         return {"delayed": delayed, "in_flight": in_flight, "dying": dying, "known": known}
 
+    async def set_priority_ageing(self, seconds: float) -> None:
+        """Waiting this long is worth one priority level (0: strict priority)."""
+        await self.redis.hset(self.keys.config, "age_step_ms", int(seconds * 1000))
+
     async def set_limits(self, limits: dict[str, str | None]) -> None:
         """Set (or, for None, remove) each type's encoded limits, read by every claim."""
         pipe = self.redis.pipeline(transaction=True)

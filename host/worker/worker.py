@@ -127,6 +127,7 @@ class Worker:
         ]
         try:
             await self._publish()
+            await self.queue.set_priority_ageing(self.settings.priority_ageing_s)
             async with self.services.pool.acquire() as conn:
                 await limits.publish(self.queue, await limits.effective_limits(self.registry, conn))
             stopped = asyncio.create_task(stop.wait())

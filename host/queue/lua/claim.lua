@@ -30,6 +30,8 @@
   Returns: {now_ms, next_due_ms, id1, attempt1, envelope1, id2, ...}
   next_due_ms: when nothing was claimed, ms until the earliest delayed run is due or the next
   token of a throttled type (-1: neither; a concurrency-limited type wakes workers on ack).
+
+  Reads prefix..'config' (age_step_ms) for the ready score: see includes/ready_score.lua.
 ]]
 --- @include "now_ms"
 --- @include "ready_score"

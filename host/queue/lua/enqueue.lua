@@ -18,6 +18,8 @@
   the next claim counts on from there and fencing keeps working.
 
   Returns: {added, skipped_id...}
+
+  Reads prefix..'config' (age_step_ms) for the ready score: see includes/ready_score.lua.
 ]]
 --- @include "now_ms"
 --- @include "ready_score"
@@ -26,6 +28,7 @@ local prefix = ARGV[1]
 local n = tonumber(ARGV[2])
 local now = now_ms()
 local seq = redis.call('INCRBY', KEYS[4], n) - n
+local age = age_step(prefix)
 local added = 0
 local skipped = {}
 for i = 0, n - 1 do
@@ -39,7 +42,7 @@ for i = 0, n - 1 do
     if delay > 0 then
       redis.call('ZADD', KEYS[3], now + delay, id)
     else
-      redis.call('ZADD', prefix .. 'q:' .. jobtype, ready_score(priority, seq + i + 1), id)
+      redis.call('ZADD', prefix .. 'q:' .. jobtype, ready_score(priority, seq + i + 1, now, age), id)
     end
     redis.call('SADD', KEYS[5], jobtype)
     added = added + 1

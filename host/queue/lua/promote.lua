@@ -11,6 +11,8 @@
   ARGV[2] most runs to move in this call
 
   Returns: number of runs promoted
+
+  Reads prefix..'config' (age_step_ms) for the ready score: see includes/ready_score.lua.
 ]]
 --- @include "now_ms"
 --- @include "ready_score"

@@ -19,6 +19,8 @@
   ARGV[2] most runs to move in this call
 
   Returns: {requeued, dying_id1, dying_attempt1, dying_owner1, ...}
+
+  Reads prefix..'config' (age_step_ms) for the ready score: see includes/ready_score.lua.
 ]]
 --- @include "now_ms"
 --- @include "ready_score"
@@ -30,6 +32,7 @@ local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, li
 local requeued = 0
 local counts = {}
 local seq = redis.call('INCRBY', KEYS[6], #expired) - #expired
+local age = age_step(prefix)
 for i, id in ipairs(expired) do
   redis.call('ZREM', KEYS[1], id)
   local meta = redis.call('HGET', KEYS[2], id)
@@ -43,7 +46,7 @@ for i, id in ipairs(expired) do
       redis.call('ZADD', KEYS[5], now, id)
       redis.call('HSET', KEYS[4], id, owner)  -- kept so bury/PG know which attempt was lost
     else
-      redis.call('ZADD', prefix .. 'q:' .. jobtype, ready_score(priority, seq + i), id)
+      redis.call('ZADD', prefix .. 'q:' .. jobtype, ready_score(priority, seq + i, now, age), id)
       requeued = requeued + 1
     end
   end

@@ -1,7 +1,8 @@
 --[[
   release: hand leased runs back unstarted (prefetched when a worker stops, or interrupted by a
   shutdown past its grace period). The attempt count is undone, so the hand-back costs no
-  attempt, and each run goes to the front of its priority in its ready queue.
+  attempt, and each run goes to the front of its priority in its ready queue (with priority ageing on,
+  to the front of the queue).
   Fenced: only the current lease owner can release.
 
   KEYS[1] inflight  ZSET run id -> lease deadline
@@ -17,11 +18,15 @@
   ARGV[2..] pairs: run id, owner token
 
   Returns: {released, fenced_id...}
+
+  Reads prefix..'config' (age_step_ms) for the ready score: see includes/ready_score.lua.
 ]]
+--- @include "now_ms"
 --- @include "ready_score"
 --- @include "limits"
 
 local prefix = ARGV[1]
+local now, age = now_ms(), age_step(prefix)
 local released = 0
 local fenced = {}
 local counts = {}
@@ -34,7 +39,11 @@ for i = 2, #ARGV, 2 do
     redis.call('HDEL', KEYS[2], id)
     redis.call('HDEL', KEYS[6], id)
     redis.call('HINCRBY', KEYS[4], id, -1)
-    redis.call('ZADD', prefix .. 'q:' .. jobtype, ready_score(priority, 0), id)
+    local queue = prefix .. 'q:' .. jobtype
+    local score = ready_score(priority, 0, now, age)
+    local head = redis.call('ZRANGE', queue, 0, 0, 'WITHSCORES')
+    if age > 0 and #head > 0 then score = math.min(score, tonumber(head[2]) - 1) end
+    redis.call('ZADD', queue, score, id)
     released = released + 1
   else
     fenced[#fenced + 1] = id

@@ -2,6 +2,7 @@
 -- due time has come from the delayed set to their type's ready queue. Returns how many moved.
 -- Needs: ready_score, split_meta.
 local function promote_due(prefix, delayed_key, meta_key, seq_key, now, limit)
+  local age = age_step(prefix)
   local due = redis.call('ZRANGEBYSCORE', delayed_key, '-inf', now, 'LIMIT', 0, limit)
   if #due == 0 then return 0 end
   local seq = redis.call('INCRBY', seq_key, #due) - #due
@@ -10,7 +11,7 @@ local function promote_due(prefix, delayed_key, meta_key, seq_key, now, limit)
     redis.call('ZREM', delayed_key, id)
     if meta then
       local priority, _, jobtype = split_meta(meta)
-      redis.call('ZADD', prefix .. 'q:' .. jobtype, ready_score(priority, seq + i), id)
+      redis.call('ZADD', prefix .. 'q:' .. jobtype, ready_score(priority, seq + i, now, age), id)
     end
   end
   return #due
