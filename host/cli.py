@@ -94,8 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     lim_set.add_argument("--rate", help='e.g. "10/s", "600/min", "100/hour"')
     lim_set.add_argument("--burst", type=int, help="token bucket capacity")
     lim_set.add_argument("--concurrency", type=int, help="most runs in flight at once")
+    lim_set.add_argument("--lane-rate", help="the rate for each lane (tenant or payload key)")
+    lim_set.add_argument("--lane-burst", type=int, help="each lane's bucket capacity")
+    lim_set.add_argument("--lane-concurrency", type=int, help="most in flight per lane")
     lim_set.add_argument(
-        "--unlimited", action="append", default=[], choices=["rate", "concurrency"],
+        "--unlimited", action="append", default=[], choices=list(limits.LIFTABLE),
         help="lift a limit (repeatable)",
     )  # fmt: skip
     lim_set.set_defaults(run=cmd_limits_set)
@@ -284,8 +287,8 @@ async def cmd_limits_show(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_limits_set(args: argparse.Namespace, settings: Settings) -> int:
     async with open_services(settings) as services:
         result = await limits.set_override(
-            services.pool, services.registry, args.type, rate=args.rate, burst=args.burst,
-            concurrency=args.concurrency, unlimited=tuple(args.unlimited),
+            services.pool, services.registry, args.type, unlimited=tuple(args.unlimited),
+            **{f: getattr(args, f) for f in limits.LIMIT_FIELDS},
         )  # fmt: skip
         await limits.publish(services.queue, {args.type: result})
     _emit(args, {"type": args.type, **result.as_dict()}, f"{args.type}: {_limits_text(result)}")
@@ -301,8 +304,15 @@ async def cmd_limits_reset(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _limits_text(lim: limits.Limits) -> str:
-    rate = f"rate {lim.rate} burst {lim.burst or 'default'}" if lim.rate else "rate unlimited"
-    return f"{rate}, concurrency {lim.concurrency or 'unlimited'} (in force now)"
+    parts = []
+    for prefix in ("", "lane_"):
+        rate, burst = getattr(lim, prefix + "rate"), getattr(lim, prefix + "burst")
+        concurrency = getattr(lim, prefix + "concurrency")
+        parts.append(
+            f"{prefix}rate {rate} burst {burst or 'default'}" if rate else f"{prefix}rate unlimited"
+        )
+        parts.append(f"{prefix}concurrency {concurrency or 'unlimited'}")
+    return ", ".join(parts) + " (in force now)"
 
 
 # -- client -------------------------------------------------------------------------------------

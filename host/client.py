@@ -19,6 +19,7 @@ import orjson
 
 from host.errors import FieldError, RunNotFound, ValidationFailed
 from host.ids import new_run_id
+from host.lanes import lane_of
 from host.policy import MAX_PRIORITY, MIN_PRIORITY
 from host.queue.queue import QueuedRun
 from host.services import Services
@@ -119,7 +120,10 @@ class Client:
             job_id=req.job_id,
             scheduled_for=req.scheduled_for,
         )
-        queued = QueuedRun(run_id, req.type, priority, max_attempts, int(delay_s * 1000), envelope)
+        queued = QueuedRun(
+            run_id, req.type, priority, max_attempts, int(delay_s * 1000), envelope,
+            lane=lane_of(policy, self.tenant, req.payload),
+        )  # fmt: skip
         return row, queued
 
     async def _existing(self, rows: Sequence[run_store.NewRun]) -> dict[str, dict[str, Any]]:

@@ -19,8 +19,8 @@ from host.queue.queue import Queue
 from host.registry import Registry
 
 #: Fields an override may set, and those it may lift (make unlimited).
-LIMIT_FIELDS = ("rate", "burst", "concurrency")
-LIFTABLE = ("rate", "concurrency")
+LIMIT_FIELDS = ("rate", "burst", "concurrency", "lane_rate", "lane_burst", "lane_concurrency")
+LIFTABLE = ("rate", "concurrency", "lane_rate", "lane_concurrency")
 
 
 @dataclass(frozen=True)
@@ -28,22 +28,35 @@ class Limits:
     rate: str | None = None  #: "10/s"; None: unlimited
     burst: int | None = None  #: bucket capacity; None: one second's worth of the rate
     concurrency: int | None = None  #: most in flight at once; None: unlimited
+    lane_rate: str | None = None  #: the same three, for each lane of the type
+    lane_burst: int | None = None
+    lane_concurrency: int | None = None
 
     @classmethod
     def of(cls, policy: Policy) -> Limits:
-        return cls(policy.rate, policy.burst, policy.concurrency)
+        return cls(*(getattr(policy, f) for f in LIMIT_FIELDS))
 
     def encode(self) -> str | None:
-        """The claim script's form, "rate_per_s|burst|concurrency", or None when unlimited."""
-        if self.rate is None and self.concurrency is None:
+        """The claim script's form, "rate|burst|concurrency|lane_rate|lane_burst|lane_concurrency"
+        (rates per second, empty fields unlimited), or None when nothing is limited."""
+        type_part = _encode(self.rate, self.burst, self.concurrency)
+        lane_part = _encode(self.lane_rate, self.lane_burst, self.lane_concurrency)
+        if type_part is None and lane_part is None:
             return None
-        per_s = parse_rate(self.rate) if self.rate is not None else None
-        burst = self.burst if self.burst is not None else (max(1, int(per_s)) if per_s else None)
-        fields = (per_s, burst if per_s else None, self.concurrency)
-        return "|".join("" if v is None else repr(v) for v in fields)
+        return f"{type_part or '||'}|{lane_part or '||'}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"rate": self.rate, "burst": self.burst, "concurrency": self.concurrency}
+        return {f: getattr(self, f) for f in LIMIT_FIELDS}
+
+
+def _encode(rate: str | None, burst: int | None, concurrency: int | None) -> str | None:
+    if rate is None and concurrency is None:
+        return None
+    per_s = parse_rate(rate) if rate is not None else None
+    if per_s is not None and burst is None:
+        burst = max(1, int(per_s))  # one second's worth
+    fields = (per_s, burst if per_s is not None else None, concurrency)
+    return "|".join("" if v is None else repr(v) for v in fields)
 
 
 def apply_override(limits: Limits, override: dict[str, Any] | None) -> Limits:
@@ -52,14 +65,15 @@ def apply_override(limits: Limits, override: dict[str, Any] | None) -> Limits:
     changes = {f: override[f] for f in LIMIT_FIELDS if override.get(f) is not None}
     for lifted in override.get("unlimited") or ():
         changes[lifted] = None
-        if lifted == "rate":
-            changes["burst"] = None
+        if lifted.endswith("rate"):
+            changes[lifted.replace("rate", "burst")] = None
     return replace(limits, **changes)
 
 
 async def load_overrides(conn: asyncpg.Pool | asyncpg.Connection) -> dict[str, dict[str, Any]]:
     rows = await conn.fetch(
-        "SELECT type, rate, burst, concurrency, unlimited FROM type_limits "
+        "SELECT type, rate, burst, concurrency, lane_rate, lane_burst, lane_concurrency, "
+        "unlimited FROM type_limits "
         "WHERE tenant_id = 'default'"
     )
     return {row["type"]: dict(row) for row in rows}
@@ -85,18 +99,18 @@ async def set_override(
     registry: Registry,
     job_type: str,
     *,
-    rate: str | None = None,
-    burst: int | None = None,
-    concurrency: int | None = None,
     unlimited: tuple[str, ...] = (),
+    **changes: Any,
 ) -> Limits:
-    """Store a run-time override (merged into any earlier one) and return the limits in force."""
+    """Store a run-time override of LIMIT_FIELDS (merged into any earlier one) and return the
+    limits in force."""
     jt = registry.get(job_type)
+    unknown = set(changes) - set(LIMIT_FIELDS)
+    if unknown:
+        raise ConfigError(f"unknown limit field(s): {', '.join(sorted(unknown))}")
     current = (await load_overrides(conn)).get(job_type) or {}
     merged = {f: current.get(f) for f in LIMIT_FIELDS}
-    merged |= {k: v for k, v in {"rate": rate, "burst": burst}.items() if v is not None}
-    if concurrency is not None:
-        merged["concurrency"] = concurrency
+    merged |= {k: v for k, v in changes.items() if v is not None}
     lifted = set(current.get("unlimited") or ()) - {k for k, v in merged.items() if v is not None}
     for name in unlimited:
         if name not in LIFTABLE:
@@ -107,14 +121,14 @@ async def set_override(
     result = apply_override(Limits.of(jt.policy), override)
     check_policy(replace(jt.policy, **result.as_dict()), where=f"limits for job type {job_type!r}")
     await conn.execute(
-        """INSERT INTO type_limits (type, rate, burst, concurrency, unlimited)
-           VALUES ($1, $2, $3, $4, $5)
+        """INSERT INTO type_limits (type, rate, burst, concurrency, lane_rate, lane_burst,
+                                    lane_concurrency, unlimited)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
            ON CONFLICT (tenant_id, type) DO UPDATE SET rate = $2, burst = $3,
-               concurrency = $4, unlimited = $5, updated_at = now()""",
+               concurrency = $4, lane_rate = $5, lane_burst = $6, lane_concurrency = $7,
+               unlimited = $8, updated_at = now()""",
         job_type,
-        override["rate"],
-        override["burst"],
-        override["concurrency"],
+        *(override[f] for f in LIMIT_FIELDS),
         override["unlimited"],
     )
     return result

@@ -43,6 +43,12 @@ class Policy:
     rate: str | None = None  #: token bucket refill, e.g. "10/s", "600/min" (enforced by the claim)
     burst: int | None = None  #: token bucket capacity
     concurrency: int | None = None  #: most runs of this type running at once, across workers
+    #: Lanes: runs of a type are split by tenant, and by this top-level payload field if set
+    #: (e.g. "customer_id"); claims serve lanes in turn, and lane limits apply to each lane.
+    lane_key: str | None = None
+    lane_rate: str | None = None  #: token bucket per lane, e.g. "5/s"
+    lane_burst: int | None = None  #: capacity of each lane's bucket
+    lane_concurrency: int | None = None  #: most runs of one lane running at once
 
     def rate_per_second(self) -> float | None:
         """The rate as tokens per second, or None when unlimited."""
@@ -99,21 +105,31 @@ def check_policy(policy: Policy, *, where: str) -> None:
     numbers = all(_is_number(v) for v in (b.base_s, b.factor, b.max_s, b.jitter))
     if not numbers or b.base_s < 0 or b.factor < 1 or b.max_s < 0 or not 0 <= b.jitter <= 1:
         problems.append("backoff needs base_s >= 0, factor >= 1, max_s >= 0, 0 <= jitter <= 1")
-    if policy.rate is not None and not isinstance(policy.rate, str):
-        problems.append(f'rate must be a string such as "10/s", not {policy.rate!r}')
-    elif policy.rate is not None:
-        try:
-            parse_rate(policy.rate)
-        except ConfigError as exc:
-            problems.append(exc.message)
-    if policy.burst is not None and (not _is_int(policy.burst) or policy.burst < 1):
-        problems.append("burst must be an integer >= 1")
-    if policy.concurrency is not None and (
-        not _is_int(policy.concurrency) or policy.concurrency < 1
+    for prefix in ("", "lane_"):
+        problems += _limit_problems(policy, prefix)
+    if policy.lane_key is not None and (
+        not isinstance(policy.lane_key, str) or not policy.lane_key
     ):
-        problems.append("concurrency must be an integer >= 1")
+        problems.append("lane_key must be the name of a top-level payload field")
     if problems:
         raise ConfigError(f"{where}: " + "; ".join(problems))
+
+
+def _limit_problems(policy: Policy, prefix: str) -> list[str]:
+    problems = []
+    rate = getattr(policy, prefix + "rate")
+    if rate is not None and not isinstance(rate, str):
+        problems.append(f'{prefix}rate must be a string such as "10/s", not {rate!r}')
+    elif rate is not None:
+        try:
+            parse_rate(rate)
+        except ConfigError as exc:
+            problems.append(f"{prefix}{exc.message}")
+    for name in ("burst", "concurrency"):
+        value = getattr(policy, prefix + name)
+        if value is not None and (not _is_int(value) or value < 1):
+            problems.append(f"{prefix}{name} must be an integer >= 1")
+    return problems
 
 
 def _is_int(value: object) -> bool:

@@ -29,10 +29,11 @@ async def claim(queue: Queue, types=("a",), n=100, lease_ms=30_000, worker="w1")
 
 def test_limits_encode_for_the_claim_script() -> None:
     assert Limits().encode() is None
-    assert Limits(rate="10/s", burst=5).encode() == "10.0|5|"
-    assert Limits(rate="120/min").encode() == "2.0|2|"  # burst defaults to one second's worth
-    assert Limits(rate="1/hour").encode() == f"{1 / 3600!r}|1|"
-    assert Limits(concurrency=3).encode() == "||3"
+    assert Limits(rate="10/s", burst=5).encode() == "10.0|5||||"
+    assert Limits(rate="120/min").encode() == "2.0|2||||"  # burst: one second's worth
+    assert Limits(rate="1/hour").encode() == f"{1 / 3600!r}|1||||"
+    assert Limits(concurrency=3).encode() == "||3|||"
+    assert Limits(lane_rate="5/s", lane_concurrency=2).encode() == "|||5.0|5|2"
 
 
 async def test_token_bucket_allows_the_burst_then_the_rate(queue: Queue, redis: Redis) -> None:
@@ -106,5 +107,65 @@ async def test_limit_status_reports_tokens_flight_and_throttling(queue: Queue) -
     assert 0 <= status["a"]["tokens"] < 1 and status["a"]["throttled_claims"] == 1
     assert status["b"] == {
         "rate_per_s": None, "burst": None, "concurrency": None, "tokens": None,
+        "lane_rate_per_s": None, "lane_burst": None, "lane_concurrency": None,
         "in_flight": 0, "throttled_claims": 0,
     }  # fmt: skip
+
+
+# -- lanes: fairness and keyed limits -----------------------------------------------------------
+
+
+def lane_runs(lane: str, n: int, type: str = "a") -> list[QueuedRun]:
+    return [QueuedRun(f"{lane}{i}", type, 0, 3, 0, b"{}", lane=lane) for i in range(1, n + 1)]
+
+
+async def test_lanes_take_turns_so_a_big_backlog_cannot_starve_a_small_one(
+    queue: Queue, redis: Redis
+) -> None:
+    await queue.enqueue(lane_runs("A", 100))
+    await queue.enqueue(lane_runs("B", 3))  # enqueued after all of A's
+    got = [x.id for x in (await claim(queue, n=4)).leases]
+    assert got == ["A1", "B1", "A2", "B2"]
+    got = [x.id for x in (await claim(queue, n=4)).leases]
+    assert got == ["A3", "B3", "A4", "A5"]  # B ran dry: A fills the rest of the claim
+    assert await redis.zrange(queue.keys.lanes("a"), 0, -1) == [b"A"]  # B left the ring
+
+
+async def test_the_ring_rotates_across_claims(queue: Queue) -> None:
+    for lane in "PQRST":
+        await queue.enqueue(lane_runs(lane, 2))
+    first = [x.id for x in (await claim(queue, n=2)).leases]
+    second = [x.id for x in (await claim(queue, n=2)).leases]
+    third = [x.id for x in (await claim(queue, n=2)).leases]
+    assert (first, second, third) == (["P1", "Q1"], ["R1", "S1"], ["T1", "P2"])
+
+
+async def test_lane_rate_limits_each_lane_separately(queue: Queue) -> None:
+    await queue.set_limits({"a": Limits(lane_rate="2/s", lane_burst=1).encode()})
+    await queue.enqueue(lane_runs("X", 3) + lane_runs("Y", 3))
+    assert sorted(x.id for x in (await claim(queue)).leases) == ["X1", "Y1"]
+    empty = await claim(queue)
+    assert empty.leases == [] and 0 < empty.next_due_ms <= 500
+    await asyncio.sleep(0.55)
+    assert sorted(x.id for x in (await claim(queue)).leases) == ["X2", "Y2"]
+
+
+async def test_lane_concurrency_frees_a_slot_per_lane(queue: Queue, redis: Redis) -> None:
+    await queue.set_limits({"a": Limits(lane_concurrency=1).encode()})
+    await queue.enqueue(lane_runs("X", 3) + lane_runs("Y", 3))
+    first = {x.id: x for x in (await claim(queue)).leases}
+    assert sorted(first) == ["X1", "Y1"]
+    assert (await claim(queue)).leases == []
+    await queue.ack([(first["X1"].id, first["X1"].token)])
+    assert [x.id for x in (await claim(queue)).leases] == ["X2"]  # Y still holds its slot
+    assert int(await redis.hget(queue.keys.active, "a#Y")) == 1
+    await queue.retry([(first["Y1"].id, first["Y1"].token, 60_000)])
+    assert await redis.hget(queue.keys.active, "a#Y") is None  # slot freed, field cleaned
+
+
+async def test_priority_still_orders_runs_within_a_lane(queue: Queue) -> None:
+    await queue.enqueue(
+        [QueuedRun("low", "a", 0, 3, 0, b"{}", lane="X"),
+         QueuedRun("high", "a", 5, 3, 0, b"{}", lane="X")]
+    )  # fmt: skip
+    assert [x.id for x in (await claim(queue)).leases] == ["high", "low"]

@@ -54,11 +54,20 @@ class Keys:
         self.active = self.prefix + "active"
         #: HASH type -> claims that found runs waiting but no token or slot.
         self.throttled = self.prefix + "throttled"
+        #: HASH type -> where the next claim starts in the type's ring of lanes.
+        self.ring = self.prefix + "ring"
         #: HASH namespace settings read by the scripts: age_step_ms (priority ageing).
         self.config = self.prefix + "config"
         #: HASH worker id -> heartbeat JSON (host, pid, types, running, last seen).
         self.workers = self.prefix + "workers"
 
-    def ready(self, job_type: str) -> str:
-        """ZSET run id -> score (priority, then FIFO): the ready queue of one type."""
-        return self.prefix + "q:" + job_type
+    def ready(self, job_type: str, lane: str = "default") -> str:
+        """ZSET run id -> score (priority, then FIFO): the ready queue of one lane of a type.
+
+        A lane is a tenant, or a tenant and a payload key (see host.lanes); claims serve a
+        type's lanes in turn."""
+        return self.prefix + "q:" + job_type + "#" + lane
+
+    def lanes(self, job_type: str) -> str:
+        """ZSET lane -> ring position: the lanes of a type that have ready runs."""
+        return self.prefix + "lanes:" + job_type

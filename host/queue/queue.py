@@ -26,6 +26,7 @@ class QueuedRun:
     delay_ms: int  #: 0 for ready now
     envelope: bytes  #: JSON the worker needs to start the run
     attempts_done: int = 0  #: attempts already made (reconciliation restores the count)
+    lane: str = "default"  #: the ready queue within its type (tenant, or tenant and key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +87,7 @@ class Queue:
         k = self.keys
         args: list[object] = [k.prefix, len(runs)]
         for run in runs:
-            args += [run.id, run.type, run.priority, run.max_attempts, run.delay_ms]
+            args += [run.id, run.type, run.lane, run.priority, run.max_attempts, run.delay_ms]
             args += [run.attempts_done, run.envelope]
         out = await self._scripts.call(
             "enqueue", [k.env, k.meta, k.delayed, k.seq, k.types, k.wake, k.att], args
@@ -104,10 +105,9 @@ class Queue:
         """Lease up to `limit` runs of `types`, highest priority first."""
         k = self.keys
         keys = [k.inflight, k.env, k.att, k.owner, k.delayed, k.meta, k.seq, k.wake]
-        keys += [k.limits, k.buckets, k.active, k.throttled]
-        keys += [k.ready(t) for t in types]
+        keys += [k.limits, k.buckets, k.active, k.throttled, k.ring]
         out = await self._scripts.call(
-            "claim", keys, [k.prefix, limit, lease_ms, worker_id, promote_limit]
+            "claim", keys, [k.prefix, limit, lease_ms, worker_id, promote_limit, *types]
         )
         leases = []
         for i in range(2, len(out), 3):
@@ -192,9 +192,16 @@ class Queue:
         so they are counted by type from the meta hash only when asked for one type)."""
         pipe = self.redis.pipeline(transaction=False)
         for t in types:
-            pipe.zcard(self.keys.ready(t))
-        counts = await pipe.execute()
-        return {t: TypeDepth(int(c), 0, 0) for t, c in zip(types, counts, strict=True)}
+            pipe.zrange(self.keys.lanes(t), 0, -1)
+        lanes = await pipe.execute()
+        for t, names in zip(types, lanes, strict=True):
+            for lane in names:
+                pipe.zcard(self.keys.ready(t, _text(lane)))
+        counts = iter(await pipe.execute())
+        return {
+            t: TypeDepth(sum(int(next(counts)) for _ in names), 0, 0)
+            for t, names in zip(types, lanes, strict=True)
+        }
 
     async def totals(self) -> dict[str, int]:
         """Whole-namespace counts: delayed, in flight and dying runs, and known envelopes."""
@@ -231,10 +238,10 @@ class Queue:
         now_ms = int(now_raw[0]) * 1000 + int(now_raw[1]) // 1000
         out: dict[str, dict[str, Any]] = {}
         for i, name in enumerate(types):
-            rate = burst = concurrency = None
+            fields: list[float | None] = [None] * 6
             if limits[i] is not None:
-                fields = _text(limits[i]).split("|")
-                rate, burst, concurrency = (float(f) if f else None for f in fields)
+                fields = [float(f) if f else None for f in _text(limits[i]).split("|")]
+            rate, burst, concurrency, lane_rate, lane_burst, lane_concurrency = fields
             tokens = None
             if rate is not None and burst is not None:
                 tokens = burst
@@ -245,6 +252,9 @@ class Queue:
                 "rate_per_s": rate,
                 "burst": int(burst) if burst is not None else None,
                 "concurrency": int(concurrency) if concurrency is not None else None,
+                "lane_rate_per_s": lane_rate,
+                "lane_burst": int(lane_burst) if lane_burst is not None else None,
+                "lane_concurrency": int(lane_concurrency) if lane_concurrency else None,
                 "tokens": round(tokens, 3) if tokens is not None else None,
                 "in_flight": int(active[i] or 0),
                 "throttled_claims": int(throttled[i] or 0),

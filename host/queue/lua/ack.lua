@@ -5,7 +5,7 @@
 
   KEYS[1] inflight  ZSET run id -> lease deadline
   KEYS[2] env       HASH run id -> envelope
-  KEYS[3] meta      HASH run id -> "priority|max_attempts|type"
+  KEYS[3] meta      HASH run id -> "priority|max_attempts|type|lane"
   KEYS[4] att       HASH run id -> attempts started
   KEYS[5] owner     HASH run id -> owner token
   KEYS[6] progress  HASH run id -> last progress report
@@ -17,6 +17,7 @@
 
   Returns: {acked, fenced_id...}
 ]]
+--- @include "ready_score"
 --- @include "limits"
 
 local acked = 0

@@ -4,7 +4,7 @@
 
   KEYS[1] dying     ZSET run id -> time its last lease expired
   KEYS[2] env       HASH run id -> envelope
-  KEYS[3] meta      HASH run id -> "priority|max_attempts|type"
+  KEYS[3] meta      HASH run id -> "priority|max_attempts|type|lane"
   KEYS[4] att       HASH run id -> attempts started
   KEYS[5] owner     HASH run id -> owner token
   KEYS[6] progress  HASH run id -> last progress report

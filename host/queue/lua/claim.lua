@@ -1,122 +1,200 @@
 --[[
-  claim: take up to N runs across the worker's types, highest priority first, FIFO within a
-  priority, and lease them: each moves to the in-flight set with a deadline, its attempt counter
-  goes up by one, and the owner token "worker:attempt" is recorded for fencing.
-  Due delayed runs are promoted first, so delayed runs and retries need no scheduler.
-  Limits are enforced here, atomically with the claim and on the Redis clock: a type whose token
-  bucket is empty or whose concurrency limit is reached is skipped (not blocking the others), and
-  the claim reports when its next token is due.
+  claim: take up to N runs across the worker's types and lease them: each moves to the in-flight
+  set with a deadline, its attempt counter goes up by one, and the owner token "worker:attempt"
+  is recorded for fencing. Due delayed runs are promoted first, so delayed runs and retries need
+  no scheduler.
+
+  Order: across types, the best ready score first (priority, then FIFO, or aged priority; see
+  includes/ready_score.lua). Within a type, lanes (tenants, or tenant and payload key) take
+  turns, round robin from where the last claim stopped, each lane giving its runs in score order:
+  a lane with 100,000 runs waiting cannot starve one with 100.
+
+  Limits are enforced here, atomically and on the Redis clock: a type or lane whose token bucket
+  is empty or whose concurrency limit is reached is skipped (not blocking the others), and the
+  claim reports when the next token is due.
 
   KEYS[1] inflight  ZSET run id -> lease deadline (ms, Redis clock)
   KEYS[2] env       HASH run id -> envelope
   KEYS[3] att       HASH run id -> attempts started
   KEYS[4] owner     HASH run id -> owner token "worker:attempt"
   KEYS[5] delayed   ZSET run id -> due time
-  KEYS[6] meta      HASH run id -> "priority|max_attempts|type"
+  KEYS[6] meta      HASH run id -> "priority|max_attempts|type|lane"
   KEYS[7] seq       STRING FIFO counter
   KEYS[8] wake      LIST wake tokens
-  KEYS[9] limits    HASH type -> "rate_per_s|burst|concurrency" (empty field: unlimited)
-  KEYS[10] buckets  HASH type -> "tokens|updated_ms" token bucket state
-  KEYS[11] active   HASH type -> runs in flight
-  KEYS[12] throttled HASH type -> claims that found runs waiting but no allowance
-  KEYS[13..] the ready queues (ZSET) of the types this worker serves
+  KEYS[9] limits    HASH type -> "rate|burst|concurrency|lane_rate|lane_burst|lane_concurrency"
+  KEYS[10] buckets  HASH type or "type#lane" -> "tokens|updated_ms" token bucket state
+  KEYS[11] active   HASH type or "type#lane" -> runs in flight
+  KEYS[12] throttled HASH type -> claims that found runs waiting but no token or slot
+  KEYS[13] ring     HASH type -> where the next claim starts in the type's ring of lanes
+  Also, built from the prefix: q:TYPE#LANE (ready ZSETs), lanes:TYPE (ZSET lane -> ring
+  position), laneseq, config (age_step_ms).
 
   ARGV[1] key prefix
   ARGV[2] N, most runs to take
   ARGV[3] lease length in ms
   ARGV[4] worker id
   ARGV[5] most delayed runs to promote in this call
+  ARGV[6..] the job types this worker serves
 
   Returns: {now_ms, next_due_ms, id1, attempt1, envelope1, id2, ...}
   next_due_ms: when nothing was claimed, ms until the earliest delayed run is due or the next
-  token of a throttled type (-1: neither; a concurrency-limited type wakes workers on ack).
-
-  Reads prefix..'config' (age_step_ms) for the ready score: see includes/ready_score.lua.
+  token of a throttled type or lane (-1: neither; a freed concurrency slot wakes workers).
 ]]
 --- @include "now_ms"
 --- @include "ready_score"
+--- @include "lanes"
 --- @include "promote_due"
 --- @include "limits"
 
-local FIRST_QUEUE = 13
 local prefix, n, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local worker = ARGV[4]
-local limits_key, buckets_key, active_key, throttled_key = KEYS[9], KEYS[10], KEYS[11], KEYS[12]
+local limits_key, buckets_key, active_key = KEYS[9], KEYS[10], KEYS[11]
+local throttled_key, ring_key = KEYS[12], KEYS[13]
 local now = now_ms()
 promote_due(prefix, KEYS[5], KEYS[6], KEYS[7], now, tonumber(ARGV[5]))
 
--- How many runs each queue may give now, and when a throttled one gets its next token.
-local types, allow, buckets = {}, {}, {}
 local token_wait = -1
-local type_start = string.len(prefix) + 3
-for k = FIRST_QUEUE, #KEYS do
-  local jobtype = string.sub(KEYS[k], type_start)
-  types[k] = jobtype
-  allow[k] = n
+local function note_wait(wait)
+  if wait >= 0 and (token_wait < 0 or wait < token_wait) then token_wait = wait end
+end
+
+local function active(field)
+  return tonumber(redis.call('HGET', active_key, field) or '0')
+end
+
+-- gather(jobtype): what this type may give now, in the order it should give it.
+-- Returns {cands = {{score, id, lane}...}, buckets = {field -> tokens}, lanes = {lane -> head}}
+local function gather(jobtype)
+  local got = {cands = {}, buckets = {}, lanes = {}, lane_conc = nil}
+  local allow, throttled = n, false
+  local lrate, lburst, lconc
   local limits = redis.call('HGET', limits_key, jobtype)
   if limits then
-    local rate, burst, concurrency = parse_limits(limits)
-    if concurrency then
-      local active = tonumber(redis.call('HGET', active_key, jobtype) or '0')
-      allow[k] = math.min(allow[k], math.max(0, concurrency - active))
-    end
+    local rate, burst, conc
+    rate, burst, conc, lrate, lburst, lconc = parse_limits(limits)
+    if conc then allow = math.min(allow, math.max(0, conc - active(jobtype))) end
     if rate then
-      local tokens, updated = burst or math.max(1, rate), now
-      local state = redis.call('HGET', buckets_key, jobtype)
-      if state then
-        local bar = string.find(state, '|', 1, true)
-        tokens = tonumber(string.sub(state, 1, bar - 1))
-        updated = tonumber(string.sub(state, bar + 1))
+      local tokens, wait = bucket_tokens(buckets_key, jobtype, rate, burst, now)
+      got.buckets[jobtype] = tokens
+      allow = math.min(allow, math.floor(tokens))
+      note_wait(wait)
+    end
+    got.lane_conc = lconc
+  end
+  local lanes_key = prefix .. 'lanes:' .. jobtype
+  local count = redis.call('ZCARD', lanes_key)
+  if count == 0 then return got end
+  if allow == 0 then
+    redis.call('HINCRBY', throttled_key, jobtype, 1)
+    return got
+  end
+  -- Visit at most one lane per run allowed, starting where the last claim stopped.
+  local visit = math.min(count, allow)
+  local start = tonumber(redis.call('HGET', ring_key, jobtype) or '0') % count
+  local names = redis.call('ZRANGE', lanes_key, start, start + visit - 1)
+  if #names < visit then
+    for _, name in ipairs(redis.call('ZRANGE', lanes_key, 0, visit - #names - 1)) do
+      names[#names + 1] = name
+    end
+  end
+  redis.call('HSET', ring_key, jobtype, (start + visit) % count)
+  local quantum = math.ceil(allow / visit)
+  local lists = {}
+  for _, lane in ipairs(names) do
+    local field = jobtype .. '#' .. lane
+    local cap = allow
+    if lrate then
+      local tokens, wait = bucket_tokens(buckets_key, field, lrate, lburst, now)
+      got.buckets[field] = tokens
+      cap = math.min(cap, math.floor(tokens))
+      note_wait(wait)
+    end
+    if lconc then cap = math.min(cap, math.max(0, lconc - active(field))) end
+    local queue = lane_queue(prefix, jobtype, lane)
+    if cap > 0 then
+      local head = redis.call('ZRANGE', queue, 0, math.min(cap, quantum) - 1, 'WITHSCORES')
+      if #head == 0 then
+        redis.call('ZREM', lanes_key, lane)  -- emptied elsewhere: off the ring
+      else
+        lists[#lists + 1] = {lane = lane, queue = queue, head = head, cap = cap}
+        got.lanes[lane] = queue
       end
-      burst = burst or math.max(1, rate)
-      tokens = math.min(burst, tokens + math.max(0, now - updated) * rate / 1000)
-      buckets[k] = tokens
-      allow[k] = math.min(allow[k], math.floor(tokens))
-      if tokens < 1 then
-        local wait = math.ceil((1 - tokens) * 1000 / rate)
-        if token_wait < 0 or wait < token_wait then token_wait = wait end
+    elseif redis.call('ZCARD', queue) > 0 then
+      throttled = true
+    end
+  end
+  -- Interleave the lanes one run at a time, up to what the type allows.
+  local cands, depth = got.cands, 1
+  while #cands < allow do
+    local progressed = false
+    for _, l in ipairs(lists) do
+      local i = 2 * depth - 1
+      if l.head[i] and #cands < allow then
+        cands[#cands + 1] = {tonumber(l.head[i + 1]), l.head[i], l.lane}
+        progressed = true
       end
     end
-    if allow[k] == 0 and redis.call('ZCARD', KEYS[k]) > 0 then
-      redis.call('HINCRBY', throttled_key, jobtype, 1)
+    if not progressed then break end
+    depth = depth + 1
+  end
+  -- Lanes with more than their quantum fill what the others left.
+  for _, l in ipairs(lists) do
+    if #cands >= allow then break end
+    local taken = #l.head / 2
+    if taken == quantum and l.cap > quantum then
+      local more = math.min(l.cap - quantum, allow - #cands)
+      local extra = redis.call('ZRANGE', l.queue, quantum, quantum + more - 1, 'WITHSCORES')
+      for i = 1, #extra, 2 do cands[#cands + 1] = {tonumber(extra[i + 1]), extra[i], l.lane} end
+    end
+  end
+  if throttled and #cands == 0 then redis.call('HINCRBY', throttled_key, jobtype, 1) end
+  return got
+end
+
+-- Gather every type, then merge them by score, keeping each type's own order.
+local types, gathered, pos = {}, {}, {}
+for i = 6, #ARGV do
+  types[#types + 1] = ARGV[i]
+  gathered[#types] = gather(ARGV[i])
+  pos[#types] = 1
+end
+local picked = {}  -- {id, type index, lane}
+while #picked < n do
+  local best, best_score = nil, nil
+  for t = 1, #types do
+    local c = gathered[t].cands[pos[t]]
+    if c and (best_score == nil or c[1] < best_score) then best, best_score = t, c[1] end
+  end
+  if not best then break end
+  local c = gathered[best].cands[pos[best]]
+  picked[#picked + 1] = {c[2], best, c[3]}
+  pos[best] = pos[best] + 1
+end
+
+-- Remove the picked runs from their lanes: each lane gave a prefix of its queue by rank.
+local per_lane = {}
+for _, p in ipairs(picked) do
+  local key = gathered[p[2]].lanes[p[3]]
+  per_lane[key] = (per_lane[key] or 0) + 1
+end
+for t = 1, #types do
+  for lane, queue in pairs(gathered[t].lanes) do
+    local k = per_lane[queue]
+    if k then
+      redis.call('ZREMRANGEBYRANK', queue, 0, k - 1)
+      if redis.call('ZCARD', queue) == 0 then
+        redis.call('ZREM', prefix .. 'lanes:' .. types[t], lane)
+      end
     end
   end
 end
 
--- Pick: one queue pops directly; several merge their heads by score.
-local picked, from = {}, {}
-if #KEYS == FIRST_QUEUE then
-  if allow[FIRST_QUEUE] > 0 then
-    local popped = redis.call('ZPOPMIN', KEYS[FIRST_QUEUE], allow[FIRST_QUEUE])
-    for i = 1, #popped, 2 do
-      picked[#picked + 1] = popped[i]
-      from[#from + 1] = FIRST_QUEUE
-    end
-  end
-else
-  local candidates = {}
-  for k = FIRST_QUEUE, #KEYS do
-    if allow[k] > 0 then
-      local head = redis.call('ZRANGE', KEYS[k], 0, allow[k] - 1, 'WITHSCORES')
-      for i = 1, #head, 2 do
-        candidates[#candidates + 1] = {tonumber(head[i + 1]), head[i], k}
-      end
-    end
-  end
-  table.sort(candidates, function(a, b) return a[1] < b[1] end)
-  for i = 1, math.min(n, #candidates) do
-    local c = candidates[i]
-    redis.call('ZREM', KEYS[c[3]], c[2])
-    picked[#picked + 1] = c[2]
-    from[#from + 1] = c[3]
-  end
-end
-
--- Lease the picked runs.
+-- Lease them, and count tokens and slots spent per type and lane.
 local out = {now, -1}
 local deadline = now + lease
-local taken = {}
-for i, id in ipairs(picked) do
+local spent = {}
+for _, p in ipairs(picked) do
+  local id = p[1]
   local envelope = redis.call('HGET', KEYS[2], id)
   if envelope then
     local attempt = redis.call('HINCRBY', KEYS[3], id, 1)
@@ -125,16 +203,25 @@ for i, id in ipairs(picked) do
     out[#out + 1] = id
     out[#out + 1] = attempt
     out[#out + 1] = envelope
-    taken[from[i]] = (taken[from[i]] or 0) + 1
+    local jobtype = types[p[2]]
+    local field = jobtype .. '#' .. p[3]
+    spent[jobtype] = (spent[jobtype] or 0) + 1
+    spent[field] = (spent[field] or 0) + 1
   end
 end
-
--- Spend tokens and count the runs now in flight, per type.
-for k, tokens in pairs(buckets) do
-  redis.call('HSET', buckets_key, types[k], (tokens - (taken[k] or 0)) .. '|' .. now)
-end
-for k, count in pairs(taken) do
-  redis.call('HINCRBY', active_key, types[k], count)
+for t = 1, #types do
+  local g = gathered[t]
+  for field, tokens in pairs(g.buckets) do
+    redis.call('HSET', buckets_key, field, (tokens - (spent[field] or 0)) .. '|' .. now)
+  end
+  local jobtype = types[t]
+  if spent[jobtype] then redis.call('HINCRBY', active_key, jobtype, spent[jobtype]) end
+  if g.lane_conc then
+    for lane, _ in pairs(g.lanes) do
+      local field = jobtype .. '#' .. lane
+      if spent[field] then redis.call('HINCRBY', active_key, field, spent[field]) end
+    end
+  end
 end
 
 if #picked == 0 then

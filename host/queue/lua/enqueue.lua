@@ -4,7 +4,7 @@
   so a retried enqueue or a reconciliation pass never duplicates a run.
 
   KEYS[1] env       HASH run id -> envelope (JSON)
-  KEYS[2] meta      HASH run id -> "priority|max_attempts|type"
+  KEYS[2] meta      HASH run id -> "priority|max_attempts|type|lane"
   KEYS[3] delayed   ZSET run id -> due time (ms, Redis clock)
   KEYS[4] seq       STRING FIFO counter
   KEYS[5] types     SET of job type names seen
@@ -12,7 +12,8 @@
 
   ARGV[1] key prefix ("jh:{ns}:"), for the ready queue of each type
   ARGV[2] number of runs n
-  then per run, 7 values: id, type, priority, max_attempts, delay_ms, attempts_done, envelope
+  then per run, 8 values: id, type, lane, priority, max_attempts, delay_ms, attempts_done,
+  envelope. The lane (tenant, or tenant and a payload field) picks the run's ready queue.
   delay_ms is counted from the Redis clock; 0 or less means ready now.
   attempts_done is 0 for a new run; reconciliation passes the attempts PostgreSQL recorded, so
   the next claim counts on from there and fencing keeps working.
@@ -23,6 +24,7 @@
 ]]
 --- @include "now_ms"
 --- @include "ready_score"
+--- @include "lanes"
 
 local prefix = ARGV[1]
 local n = tonumber(ARGV[2])
@@ -32,17 +34,17 @@ local age = age_step(prefix)
 local added = 0
 local skipped = {}
 for i = 0, n - 1 do
-  local base = 3 + i * 7
-  local id, jobtype, priority = ARGV[base], ARGV[base + 1], ARGV[base + 2]
-  local max_attempts, delay = ARGV[base + 3], tonumber(ARGV[base + 4])
-  local done, envelope = tonumber(ARGV[base + 5]), ARGV[base + 6]
+  local base = 3 + i * 8
+  local id, jobtype, lane = ARGV[base], ARGV[base + 1], ARGV[base + 2]
+  local priority, max_attempts = ARGV[base + 3], ARGV[base + 4]
+  local delay, done, envelope = tonumber(ARGV[base + 5]), tonumber(ARGV[base + 6]), ARGV[base + 7]
   if redis.call('HSETNX', KEYS[1], id, envelope) == 1 then
     if done > 0 then redis.call('HSET', KEYS[7], id, done) end
-    redis.call('HSET', KEYS[2], id, priority .. '|' .. max_attempts .. '|' .. jobtype)
+    redis.call('HSET', KEYS[2], id, priority .. '|' .. max_attempts .. '|' .. jobtype .. '|' .. lane)
     if delay > 0 then
       redis.call('ZADD', KEYS[3], now + delay, id)
     else
-      redis.call('ZADD', prefix .. 'q:' .. jobtype, ready_score(priority, seq + i + 1, now, age), id)
+      push_ready(prefix, jobtype, lane, ready_score(priority, seq + i + 1, now, age), id)
     end
     redis.call('SADD', KEYS[5], jobtype)
     added = added + 1

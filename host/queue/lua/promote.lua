@@ -3,7 +3,7 @@
   this script is for a scheduler that wants due runs visible as queued while workers are busy.
 
   KEYS[1] delayed   ZSET run id -> due time (ms, Redis clock)
-  KEYS[2] meta      HASH run id -> "priority|max_attempts|type"
+  KEYS[2] meta      HASH run id -> "priority|max_attempts|type|lane"
   KEYS[3] seq       STRING FIFO counter
   KEYS[4] wake      LIST wake tokens
 
@@ -16,6 +16,7 @@
 ]]
 --- @include "now_ms"
 --- @include "ready_score"
+--- @include "lanes"
 --- @include "promote_due"
 
 local moved = promote_due(ARGV[1], KEYS[1], KEYS[2], KEYS[3], now_ms(), tonumber(ARGV[2]))

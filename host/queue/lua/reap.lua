@@ -6,7 +6,7 @@
   between the two steps loses nothing. Idempotent: a second call finds nothing new to move.
 
   KEYS[1] inflight  ZSET run id -> lease deadline
-  KEYS[2] meta      HASH run id -> "priority|max_attempts|type"
+  KEYS[2] meta      HASH run id -> "priority|max_attempts|type|lane"
   KEYS[3] att       HASH run id -> attempts started
   KEYS[4] owner     HASH run id -> owner token
   KEYS[5] dying     ZSET run id -> time its last lease expired
@@ -24,6 +24,7 @@
 ]]
 --- @include "now_ms"
 --- @include "ready_score"
+--- @include "lanes"
 --- @include "limits"
 
 local prefix, limit = ARGV[1], tonumber(ARGV[2])
@@ -40,13 +41,13 @@ for i, id in ipairs(expired) do
   local owner = redis.call('HGET', KEYS[4], id) or ''
   redis.call('HDEL', KEYS[4], id)
   if meta then
-    local priority, max_attempts, jobtype = split_meta(meta)
+    local priority, max_attempts, jobtype, lane = split_meta(meta)
     local attempt = tonumber(redis.call('HGET', KEYS[3], id) or '0')
     if attempt >= max_attempts then
       redis.call('ZADD', KEYS[5], now, id)
       redis.call('HSET', KEYS[4], id, owner)  -- kept so bury/PG know which attempt was lost
     else
-      redis.call('ZADD', prefix .. 'q:' .. jobtype, ready_score(priority, seq + i, now, age), id)
+      push_ready(prefix, jobtype, lane, ready_score(priority, seq + i, now, age), id)
       requeued = requeued + 1
     end
   end

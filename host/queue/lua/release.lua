@@ -7,7 +7,7 @@
 
   KEYS[1] inflight  ZSET run id -> lease deadline
   KEYS[2] owner     HASH run id -> owner token
-  KEYS[3] meta      HASH run id -> "priority|max_attempts|type"
+  KEYS[3] meta      HASH run id -> "priority|max_attempts|type|lane"
   KEYS[4] att       HASH run id -> attempts started
   KEYS[5] wake      LIST wake tokens
   KEYS[6] progress  HASH run id -> last progress report
@@ -23,6 +23,7 @@
 ]]
 --- @include "now_ms"
 --- @include "ready_score"
+--- @include "lanes"
 --- @include "limits"
 
 local prefix = ARGV[1]
@@ -34,16 +35,15 @@ for i = 2, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   local meta = redis.call('HGET', KEYS[3], id)
   if meta and redis.call('HGET', KEYS[2], id) == token then
-    local priority, _, jobtype = split_meta(meta)
+    local priority, _, jobtype, lane = split_meta(meta)
     if redis.call('ZREM', KEYS[1], id) == 1 then count_type(counts, meta) end
     redis.call('HDEL', KEYS[2], id)
     redis.call('HDEL', KEYS[6], id)
     redis.call('HINCRBY', KEYS[4], id, -1)
-    local queue = prefix .. 'q:' .. jobtype
     local score = ready_score(priority, 0, now, age)
-    local head = redis.call('ZRANGE', queue, 0, 0, 'WITHSCORES')
+    local head = redis.call('ZRANGE', lane_queue(prefix, jobtype, lane), 0, 0, 'WITHSCORES')
     if age > 0 and #head > 0 then score = math.min(score, tonumber(head[2]) - 1) end
-    redis.call('ZADD', queue, score, id)
+    push_ready(prefix, jobtype, lane, score, id)
     released = released + 1
   else
     fenced[#fenced + 1] = id

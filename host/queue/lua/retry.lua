@@ -8,7 +8,7 @@
   KEYS[3] delayed   ZSET run id -> due time (ms, Redis clock)
   KEYS[4] wake      LIST wake tokens
   KEYS[5] progress  HASH run id -> last progress report
-  KEYS[6] meta      HASH run id -> "priority|max_attempts|type"
+  KEYS[6] meta      HASH run id -> "priority|max_attempts|type|lane"
   KEYS[7] active    HASH type -> runs in flight
   KEYS[8] limits    HASH type -> limits
 
@@ -17,6 +17,7 @@
   Returns: {retried, fenced_id...}
 ]]
 --- @include "now_ms"
+--- @include "ready_score"
 --- @include "limits"
 
 local now = now_ms()

@@ -15,10 +15,12 @@ local function ready_score(priority, seq, now, age)
   return (1000 - tonumber(priority)) * 1099511627776 + (seq % 1099511627776)
 end
 
--- split_meta(meta): "priority|max_attempts|type" -> priority, max_attempts, type.
+-- split_meta(meta): "priority|max_attempts|type|lane" -> priority, max_attempts, type, lane.
+-- Type names hold no '|'; a lane may hold anything, so it comes last.
 local function split_meta(meta)
   local a = string.find(meta, '|', 1, true)
   local b = string.find(meta, '|', a + 1, true)
+  local c = string.find(meta, '|', b + 1, true)
   return tonumber(string.sub(meta, 1, a - 1)), tonumber(string.sub(meta, a + 1, b - 1)),
-    string.sub(meta, b + 1)
+    string.sub(meta, b + 1, c - 1), string.sub(meta, c + 1)
 end
