@@ -90,6 +90,7 @@ def jobhost_job_types() -> list[JobType]:
     return [
         JobType("test.record", recorder, ANY_OBJECT),
         JobType("test.span", span, ANY_OBJECT),
+        JobType("test.keyed", span, ANY_OBJECT, lane_key="customer"),
         JobType("test.fail", always_fails, ANY_OBJECT, max_attempts=3, backoff=fast),
         JobType("test.flaky", flaky, ANY_OBJECT, max_attempts=5, backoff=fast),
         JobType("test.permanent", permanent, ANY_OBJECT, max_attempts=5, backoff=fast),

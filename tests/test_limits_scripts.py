@@ -14,7 +14,8 @@ from host.queue.queue import Queue, QueuedRun
 
 def runs(type: str, n: int, start: int = 0, max_attempts: int = 3) -> list[QueuedRun]:
     return [
-        QueuedRun(f"{type}-{i}", type, 0, max_attempts, 0, b"{}") for i in range(start, start + n)
+        QueuedRun(f"{type}-{i:03}", type, 0, max_attempts, 0, b"{}")
+        for i in range(start, start + n)
     ]
 
 
@@ -52,7 +53,7 @@ async def test_a_throttled_type_does_not_block_the_others(queue: Queue) -> None:
     await queue.set_limits({"a": Limits(rate="1/s", burst=1).encode()})
     await queue.enqueue(runs("a", 5) + runs("b", 5))
     got = await claim(queue, ("a", "b"))
-    assert sorted(x.id for x in got.leases) == ["a-0"] + [f"b-{i}" for i in range(5)]
+    assert sorted(x.id for x in got.leases) == ["a-000"] + [f"b-{i:03}" for i in range(5)]
     got = await claim(queue, ("a", "b"))
     assert got.leases == [] and 0 < got.next_due_ms <= 1000
 
@@ -116,7 +117,8 @@ async def test_limit_status_reports_tokens_flight_and_throttling(queue: Queue) -
 
 
 def lane_runs(lane: str, n: int, type: str = "a") -> list[QueuedRun]:
-    return [QueuedRun(f"{lane}{i}", type, 0, 3, 0, b"{}", lane=lane) for i in range(1, n + 1)]
+    # Zero-padded: within one millisecond, FIFO falls back to run-id order.
+    return [QueuedRun(f"{lane}{i:03}", type, 0, 3, 0, b"{}", lane=lane) for i in range(1, n + 1)]
 
 
 async def test_lanes_take_turns_so_a_big_backlog_cannot_starve_a_small_one(
@@ -125,9 +127,9 @@ async def test_lanes_take_turns_so_a_big_backlog_cannot_starve_a_small_one(
     await queue.enqueue(lane_runs("A", 100))
     await queue.enqueue(lane_runs("B", 3))  # enqueued after all of A's
     got = [x.id for x in (await claim(queue, n=4)).leases]
-    assert got == ["A1", "B1", "A2", "B2"]
+    assert got == ["A001", "B001", "A002", "B002"]
     got = [x.id for x in (await claim(queue, n=4)).leases]
-    assert got == ["A3", "B3", "A4", "A5"]  # B ran dry: A fills the rest of the claim
+    assert got == ["A003", "B003", "A004", "A005"]  # B ran dry: A fills the rest of the claim
     assert await redis.zrange(queue.keys.lanes("a"), 0, -1) == [b"A"]  # B left the ring
 
 
@@ -137,29 +139,29 @@ async def test_the_ring_rotates_across_claims(queue: Queue) -> None:
     first = [x.id for x in (await claim(queue, n=2)).leases]
     second = [x.id for x in (await claim(queue, n=2)).leases]
     third = [x.id for x in (await claim(queue, n=2)).leases]
-    assert (first, second, third) == (["P1", "Q1"], ["R1", "S1"], ["T1", "P2"])
+    assert (first, second, third) == (["P001", "Q001"], ["R001", "S001"], ["T001", "P002"])
 
 
 async def test_lane_rate_limits_each_lane_separately(queue: Queue) -> None:
     await queue.set_limits({"a": Limits(lane_rate="2/s", lane_burst=1).encode()})
     await queue.enqueue(lane_runs("X", 3) + lane_runs("Y", 3))
-    assert sorted(x.id for x in (await claim(queue)).leases) == ["X1", "Y1"]
+    assert sorted(x.id for x in (await claim(queue)).leases) == ["X001", "Y001"]
     empty = await claim(queue)
     assert empty.leases == [] and 0 < empty.next_due_ms <= 500
     await asyncio.sleep(0.55)
-    assert sorted(x.id for x in (await claim(queue)).leases) == ["X2", "Y2"]
+    assert sorted(x.id for x in (await claim(queue)).leases) == ["X002", "Y002"]
 
 
 async def test_lane_concurrency_frees_a_slot_per_lane(queue: Queue, redis: Redis) -> None:
     await queue.set_limits({"a": Limits(lane_concurrency=1).encode()})
     await queue.enqueue(lane_runs("X", 3) + lane_runs("Y", 3))
     first = {x.id: x for x in (await claim(queue)).leases}
-    assert sorted(first) == ["X1", "Y1"]
+    assert sorted(first) == ["X001", "Y001"]
     assert (await claim(queue)).leases == []
-    await queue.ack([(first["X1"].id, first["X1"].token)])
-    assert [x.id for x in (await claim(queue)).leases] == ["X2"]  # Y still holds its slot
+    await queue.ack([(first["X001"].id, first["X001"].token)])
+    assert [x.id for x in (await claim(queue)).leases] == ["X002"]  # Y still holds its slot
     assert int(await redis.hget(queue.keys.active, "a#Y")) == 1
-    await queue.retry([(first["Y1"].id, first["Y1"].token, 60_000)])
+    await queue.retry([(first["Y001"].id, first["Y001"].token, 60_000)])
     assert await redis.hget(queue.keys.active, "a#Y") is None  # slot freed, field cleaned
 
 

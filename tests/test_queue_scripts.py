@@ -77,6 +77,7 @@ async def test_claim_on_empty_queue_returns_nothing(queue: Queue) -> None:
 
 
 async def test_claim_orders_by_priority_then_fifo(queue: Queue) -> None:
+    # Within one millisecond FIFO falls back to run-id order (UUIDv7 ids are time-ordered).
     await queue.enqueue([run("low1", priority=-5), run("mid1"), run("high1", priority=10)])
     await queue.enqueue([run("mid2"), run("high2", priority=10), run("low2", priority=-5)])
     assert await ids(queue) == ["high1", "high2", "mid1", "mid2", "low1", "low2"]
@@ -184,7 +185,7 @@ async def test_extend_pushes_the_deadline_and_reports_lost_leases(
 
 
 async def test_reap_requeues_expired_leases_only(queue: Queue) -> None:
-    await queue.enqueue([run("short"), run("long")])
+    await queue.enqueue([run("1-short"), run("2-long")])
     await queue.claim("w1", ["a"], 1, 50)
     await queue.claim("w1", ["a"], 1, 60_000)
     await asyncio.sleep(0.1)
@@ -192,7 +193,7 @@ async def test_reap_requeues_expired_leases_only(queue: Queue) -> None:
     assert (result.requeued, result.dying) == (1, [])
     assert (await queue.reap()).requeued == 0  # idempotent
     claimed = await queue.claim("w2", ["a"], 5, 60_000)
-    assert [(x.id, x.attempt) for x in claimed.leases] == [("short", 2)]
+    assert [(x.id, x.attempt) for x in claimed.leases] == [("1-short", 2)]
 
 
 async def test_reap_moves_spent_runs_to_dying_until_buried(queue: Queue, redis: Redis) -> None:

@@ -40,8 +40,6 @@ class Keys:
         self.dying = self.prefix + "dying"
         #: HASH run id -> last progress report (JSON) of a running run.
         self.progress = self.prefix + "progress"
-        #: STRING counter giving FIFO order within a priority.
-        self.seq = self.prefix + "seq"
         #: SET of job type names that have had runs enqueued.
         self.types = self.prefix + "types"
         #: LIST of wake tokens: enqueue pushes one, an idle worker blocks on it.

@@ -90,7 +90,7 @@ class Queue:
             args += [run.id, run.type, run.lane, run.priority, run.max_attempts, run.delay_ms]
             args += [run.attempts_done, run.envelope]
         out = await self._scripts.call(
-            "enqueue", [k.env, k.meta, k.delayed, k.seq, k.types, k.wake, k.att], args
+            "enqueue", [k.env, k.meta, k.delayed, k.types, k.wake, k.att], args
         )
         return [_text(x) for x in out[1:]]
 
@@ -104,7 +104,7 @@ class Queue:
     ) -> ClaimResult:
         """Lease up to `limit` runs of `types`, highest priority first."""
         k = self.keys
-        keys = [k.inflight, k.env, k.att, k.owner, k.delayed, k.meta, k.seq, k.wake]
+        keys = [k.inflight, k.env, k.att, k.owner, k.delayed, k.meta, k.wake]
         keys += [k.limits, k.buckets, k.active, k.throttled, k.ring]
         out = await self._scripts.call(
             "claim", keys, [k.prefix, limit, lease_ms, worker_id, promote_limit, *types]
@@ -159,7 +159,7 @@ class Queue:
         k = self.keys
         out = await self._scripts.call(
             "reap",
-            [k.inflight, k.meta, k.att, k.owner, k.dying, k.seq, k.wake, k.active, k.limits],
+            [k.inflight, k.meta, k.att, k.owner, k.dying, k.wake, k.active, k.limits],
             [k.prefix, limit],
         )
         dying = [
@@ -179,7 +179,7 @@ class Queue:
     async def promote(self, limit: int = 1000) -> int:
         """Move due delayed runs to their ready queues."""
         k = self.keys
-        keys = [k.delayed, k.meta, k.seq, k.wake]
+        keys = [k.delayed, k.meta, k.wake]
         return int(await self._scripts.call("promote", keys, [k.prefix, limit]))
 
     async def wait_for_work(self, timeout_s: float) -> bool:

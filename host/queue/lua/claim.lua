@@ -19,13 +19,12 @@
   KEYS[4] owner     HASH run id -> owner token "worker:attempt"
   KEYS[5] delayed   ZSET run id -> due time
   KEYS[6] meta      HASH run id -> "priority|max_attempts|type|lane"
-  KEYS[7] seq       STRING FIFO counter
-  KEYS[8] wake      LIST wake tokens
-  KEYS[9] limits    HASH type -> "rate|burst|concurrency|lane_rate|lane_burst|lane_concurrency"
-  KEYS[10] buckets  HASH type or "type#lane" -> "tokens|updated_ms" token bucket state
-  KEYS[11] active   HASH type or "type#lane" -> runs in flight
-  KEYS[12] throttled HASH type -> claims that found runs waiting but no token or slot
-  KEYS[13] ring     HASH type -> where the next claim starts in the type's ring of lanes
+  KEYS[7] wake      LIST wake tokens
+  KEYS[8] limits    HASH type -> "rate|burst|concurrency|lane_rate|lane_burst|lane_concurrency"
+  KEYS[9] buckets  HASH type or "type#lane" -> "tokens|updated_ms" token bucket state
+  KEYS[10] active   HASH type or "type#lane" -> runs in flight
+  KEYS[11] throttled HASH type -> claims that found runs waiting but no token or slot
+  KEYS[12] ring     HASH type -> where the next claim starts in the type's ring of lanes
   Also, built from the prefix: q:TYPE#LANE (ready ZSETs), lanes:TYPE (ZSET lane -> ring
   position), laneseq, config (age_step_ms).
 
@@ -48,10 +47,10 @@
 
 local prefix, n, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local worker = ARGV[4]
-local limits_key, buckets_key, active_key = KEYS[9], KEYS[10], KEYS[11]
-local throttled_key, ring_key = KEYS[12], KEYS[13]
+local limits_key, buckets_key, active_key = KEYS[8], KEYS[9], KEYS[10]
+local throttled_key, ring_key = KEYS[11], KEYS[12]
 local now = now_ms()
-promote_due(prefix, KEYS[5], KEYS[6], KEYS[7], now, tonumber(ARGV[5]))
+promote_due(prefix, KEYS[5], KEYS[6], now, tonumber(ARGV[5]))
 
 local token_wait = -1
 local function note_wait(wait)
@@ -228,8 +227,8 @@ if #picked == 0 then
   local head = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
   if #head > 0 then out[2] = math.max(0, tonumber(head[2]) - now) end
   if token_wait >= 0 and (out[2] < 0 or token_wait < out[2]) then out[2] = token_wait end
-elseif #picked == n and redis.call('LLEN', KEYS[8]) == 0 then
+elseif #picked == n and redis.call('LLEN', KEYS[7]) == 0 then
   -- A full batch suggests more is waiting: pass the wake-up on to another idle worker.
-  redis.call('LPUSH', KEYS[8], 1)
+  redis.call('LPUSH', KEYS[7], 1)
 end
 return out

@@ -6,9 +6,8 @@
   KEYS[1] env       HASH run id -> envelope (JSON)
   KEYS[2] meta      HASH run id -> "priority|max_attempts|type|lane"
   KEYS[3] delayed   ZSET run id -> due time (ms, Redis clock)
-  KEYS[4] seq       STRING FIFO counter
-  KEYS[5] types     SET of job type names seen
-  KEYS[6] wake      LIST wake tokens for idle workers
+  KEYS[4] types     SET of job type names seen
+  KEYS[5] wake      LIST wake tokens for idle workers
 
   ARGV[1] key prefix ("jh:{ns}:"), for the ready queue of each type
   ARGV[2] number of runs n
@@ -29,7 +28,6 @@
 local prefix = ARGV[1]
 local n = tonumber(ARGV[2])
 local now = now_ms()
-local seq = redis.call('INCRBY', KEYS[4], n) - n
 local age = age_step(prefix)
 local added = 0
 local skipped = {}
@@ -39,21 +37,21 @@ for i = 0, n - 1 do
   local priority, max_attempts = ARGV[base + 3], ARGV[base + 4]
   local delay, done, envelope = tonumber(ARGV[base + 5]), tonumber(ARGV[base + 6]), ARGV[base + 7]
   if redis.call('HSETNX', KEYS[1], id, envelope) == 1 then
-    if done > 0 then redis.call('HSET', KEYS[7], id, done) end
+    if done > 0 then redis.call('HSET', KEYS[6], id, done) end
     redis.call('HSET', KEYS[2], id, priority .. '|' .. max_attempts .. '|' .. jobtype .. '|' .. lane)
     if delay > 0 then
       redis.call('ZADD', KEYS[3], now + delay, id)
     else
-      push_ready(prefix, jobtype, lane, ready_score(priority, seq + i + 1, now, age), id)
+      push_ready(prefix, jobtype, lane, ready_score(priority, now, age), id)
     end
-    redis.call('SADD', KEYS[5], jobtype)
+    redis.call('SADD', KEYS[4], jobtype)
     added = added + 1
   else
     skipped[#skipped + 1] = id
   end
 end
-if added > 0 and redis.call('LLEN', KEYS[6]) == 0 then
-  redis.call('LPUSH', KEYS[6], 1)
+if added > 0 and redis.call('LLEN', KEYS[5]) == 0 then
+  redis.call('LPUSH', KEYS[5], 1)
 end
 local out = {added}
 for _, id in ipairs(skipped) do out[#out + 1] = id end

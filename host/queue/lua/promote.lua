@@ -4,8 +4,7 @@
 
   KEYS[1] delayed   ZSET run id -> due time (ms, Redis clock)
   KEYS[2] meta      HASH run id -> "priority|max_attempts|type|lane"
-  KEYS[3] seq       STRING FIFO counter
-  KEYS[4] wake      LIST wake tokens
+  KEYS[3] wake      LIST wake tokens
 
   ARGV[1] key prefix
   ARGV[2] most runs to move in this call
@@ -19,8 +18,8 @@
 --- @include "lanes"
 --- @include "promote_due"
 
-local moved = promote_due(ARGV[1], KEYS[1], KEYS[2], KEYS[3], now_ms(), tonumber(ARGV[2]))
-if moved > 0 and redis.call('LLEN', KEYS[4]) == 0 then
-  redis.call('LPUSH', KEYS[4], 1)
+local moved = promote_due(ARGV[1], KEYS[1], KEYS[2], now_ms(), tonumber(ARGV[2]))
+if moved > 0 and redis.call('LLEN', KEYS[3]) == 0 then
+  redis.call('LPUSH', KEYS[3], 1)
 end
 return moved

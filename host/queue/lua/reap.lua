@@ -10,10 +10,9 @@
   KEYS[3] att       HASH run id -> attempts started
   KEYS[4] owner     HASH run id -> owner token
   KEYS[5] dying     ZSET run id -> time its last lease expired
-  KEYS[6] seq       STRING FIFO counter
-  KEYS[7] wake      LIST wake tokens
-  KEYS[8] active    HASH type -> runs in flight
-  KEYS[9] limits    HASH type -> limits
+  KEYS[6] wake      LIST wake tokens
+  KEYS[7] active    HASH type -> runs in flight
+  KEYS[8] limits    HASH type -> limits
 
   ARGV[1] key prefix
   ARGV[2] most runs to move in this call
@@ -32,7 +31,6 @@ local now = now_ms()
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
 local requeued = 0
 local counts = {}
-local seq = redis.call('INCRBY', KEYS[6], #expired) - #expired
 local age = age_step(prefix)
 for i, id in ipairs(expired) do
   redis.call('ZREM', KEYS[1], id)
@@ -47,14 +45,14 @@ for i, id in ipairs(expired) do
       redis.call('ZADD', KEYS[5], now, id)
       redis.call('HSET', KEYS[4], id, owner)  -- kept so bury/PG know which attempt was lost
     else
-      push_ready(prefix, jobtype, lane, ready_score(priority, seq + i, now, age), id)
+      push_ready(prefix, jobtype, lane, ready_score(priority, now, age), id)
       requeued = requeued + 1
     end
   end
 end
-leave_active(KEYS[8], KEYS[9], KEYS[7], counts)
-if requeued > 0 and redis.call('LLEN', KEYS[7]) == 0 then
-  redis.call('LPUSH', KEYS[7], 1)
+leave_active(KEYS[7], KEYS[8], KEYS[6], counts)
+if requeued > 0 and redis.call('LLEN', KEYS[6]) == 0 then
+  redis.call('LPUSH', KEYS[6], 1)
 end
 local out = {requeued}
 local dying = redis.call('ZRANGE', KEYS[5], 0, limit - 1)

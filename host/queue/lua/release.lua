@@ -1,8 +1,7 @@
 --[[
   release: hand leased runs back unstarted (prefetched when a worker stops, or interrupted by a
   shutdown past its grace period). The attempt count is undone, so the hand-back costs no
-  attempt, and each run goes to the front of its priority in its ready queue (with priority ageing on,
-  to the front of the queue).
+  attempt, and each run goes to the front of its lane's ready queue (it was chosen first before).
   Fenced: only the current lease owner can release.
 
   KEYS[1] inflight  ZSET run id -> lease deadline
@@ -40,9 +39,9 @@ for i = 2, #ARGV, 2 do
     redis.call('HDEL', KEYS[2], id)
     redis.call('HDEL', KEYS[6], id)
     redis.call('HINCRBY', KEYS[4], id, -1)
-    local score = ready_score(priority, 0, now, age)
+    local score = ready_score(priority, now, age)
     local head = redis.call('ZRANGE', lane_queue(prefix, jobtype, lane), 0, 0, 'WITHSCORES')
-    if age > 0 and #head > 0 then score = math.min(score, tonumber(head[2]) - 1) end
+    if #head > 0 then score = math.min(score, tonumber(head[2]) - 1) end
     push_ready(prefix, jobtype, lane, score, id)
     released = released + 1
   else

@@ -1,18 +1,23 @@
--- age_step(prefix): ms of waiting worth one priority level (0: strict priority), from the
--- namespace's config hash, which workers write at start from JOBHOST_PRIORITY_AGEING_S.
+-- STRICT_STEP: with ageing off, one priority level is worth 2^40 ms (about 35 years) of waiting:
+-- strict priority in practice, on the same scale as ageing, so switching modes keeps old and new
+-- runs comparable. Scores stay exact doubles: |priority| <= 1000, so |score| < 2^51.
+local STRICT_STEP = 1099511627776
+
+-- age_step(prefix): ms of waiting worth one priority level, from the namespace's config hash
+-- (workers write it at start from JOBHOST_PRIORITY_AGEING_S; 0 or absent: strict priority).
 local function age_step(prefix)
-  return tonumber(redis.call('HGET', prefix .. 'config', 'age_step_ms') or '0')
+  local age = tonumber(redis.call('HGET', prefix .. 'config', 'age_step_ms') or '0')
+  if age <= 0 then return STRICT_STEP end
+  return age
 end
 
--- ready_score(priority, seq, now, age): a ready-queue score, lowest claimed first.
--- Strict (age 0): by priority (higher first), then FIFO. Priorities are bounded to
--- [-1000, 1000] and seq wraps at 2^40, so the score is an exact double.
--- Ageing (age > 0): the enqueue time, moved `age` ms earlier per priority level, so a run of
--- priority p overtakes one of priority p + 1 after waiting `age` ms longer: a steady stream of
--- high-priority work delays lower priorities by a bounded time instead of forever.
-local function ready_score(priority, seq, now, age)
-  if age > 0 then return now - tonumber(priority) * age end
-  return (1000 - tonumber(priority)) * 1099511627776 + (seq % 1099511627776)
+-- ready_score(priority, now, age): a ready-queue score, lowest claimed first: the time the run
+-- became ready, moved `age` ms earlier per priority level. Equal priorities go FIFO (ties in
+-- one millisecond by run id: UUIDv7, time-ordered). With ageing, a run of priority p overtakes
+-- one of priority p + 1 that became ready `age` ms after it: a steady stream of higher-priority
+-- work delays lower priorities by a bounded time instead of forever.
+local function ready_score(priority, now, age)
+  return now - tonumber(priority) * age
 end
 
 -- split_meta(meta): "priority|max_attempts|type|lane" -> priority, max_attempts, type, lane.
