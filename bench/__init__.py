@@ -1,0 +1,1 @@
+"""Benchmarks for jobhost: `python -m bench.drain` (what `make bench` runs). See bench/README.md."""
