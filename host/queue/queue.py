@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from redis.asyncio import Redis
 
 from host.queue.keys import Keys
@@ -85,12 +86,15 @@ class Queue:
         if not runs:
             return []
         k = self.keys
-        args: list[object] = [k.prefix, len(runs)]
-        for run in runs:
-            args += [run.id, run.type, run.lane, run.priority, run.max_attempts, run.delay_ms]
-            args += [run.attempts_done, run.envelope]
+        batch = orjson.dumps(
+            [
+                [r.id, r.type, r.lane, r.priority, r.max_attempts, r.delay_ms, r.attempts_done,
+                 r.envelope.decode()]
+                for r in runs
+            ]
+        )  # fmt: skip
         out = await self._scripts.call(
-            "enqueue", [k.env, k.meta, k.delayed, k.types, k.wake, k.att], args
+            "enqueue", [k.env, k.meta, k.delayed, k.types, k.wake, k.att], [k.prefix, batch]
         )
         return [_text(x) for x in out[1:]]
 
@@ -120,9 +124,8 @@ class Queue:
         if not leases:
             return []
         k = self.keys
-        args = [x for pair in leases for x in pair]
         keys = [k.inflight, k.env, k.meta, k.att, k.owner, k.progress, k.active, k.limits, k.wake]
-        out = await self._scripts.call("ack", keys, args)
+        out = await self._scripts.call("ack", keys, [orjson.dumps(leases)])
         return [_text(x) for x in out[1:]]
 
     async def retry(self, leases: Sequence[tuple[str, str, int]]) -> list[str]:
@@ -130,9 +133,8 @@ class Queue:
         if not leases:
             return []
         k = self.keys
-        args = [x for triple in leases for x in triple]
         keys = [k.inflight, k.owner, k.delayed, k.wake, k.progress, k.meta, k.active, k.limits]
-        out = await self._scripts.call("retry", keys, args)
+        out = await self._scripts.call("retry", keys, [orjson.dumps(leases)])
         return [_text(x) for x in out[1:]]
 
     async def release(self, leases: Sequence[tuple[str, str]]) -> list[str]:
@@ -140,9 +142,8 @@ class Queue:
         if not leases:
             return []
         k = self.keys
-        args: list[object] = [k.prefix, *(x for pair in leases for x in pair)]
         keys = [k.inflight, k.owner, k.meta, k.att, k.wake, k.progress, k.active, k.limits]
-        out = await self._scripts.call("release", keys, args)
+        out = await self._scripts.call("release", keys, [k.prefix, orjson.dumps(leases)])
         return [_text(x) for x in out[1:]]
 
     async def extend(self, leases: Sequence[tuple[str, str]], lease_ms: int) -> list[str]:
@@ -150,8 +151,9 @@ class Queue:
         if not leases:
             return []
         k = self.keys
-        args: list[object] = [lease_ms, *(x for pair in leases for x in pair)]
-        out = await self._scripts.call("extend", [k.inflight, k.owner], args)
+        out = await self._scripts.call(
+            "extend", [k.inflight, k.owner], [lease_ms, orjson.dumps(leases)]
+        )
         return [_text(x) for x in out]
 
     async def reap(self, limit: int = 1000) -> ReapResult:

@@ -2,6 +2,7 @@
   ack: forget finished runs (succeeded or dead) once PostgreSQL has recorded them.
   Fenced: a run is only removed when the caller still owns its lease (owner token matches), so a
   worker whose lease expired and whose run was claimed again cannot remove the new attempt.
+  One variadic command per key for the whole batch.
 
   KEYS[1] inflight  ZSET run id -> lease deadline
   KEYS[2] env       HASH run id -> envelope
@@ -13,31 +14,22 @@
   KEYS[8] limits    HASH type -> limits (a limited type wakes a worker when a slot opens)
   KEYS[9] wake      LIST wake tokens
 
-  ARGV pairs: run id, owner token
+  ARGV[1] JSON array of [run id, owner token]
 
   Returns: {acked, fenced_id...}
 ]]
 --- @include "ready_score"
 --- @include "limits"
+--- @include "batch"
 
-local acked = 0
-local fenced = {}
-local counts = {}
-for i = 1, #ARGV, 2 do
-  local id, token = ARGV[i], ARGV[i + 1]
-  if redis.call('HGET', KEYS[5], id) == token then
-    if redis.call('ZREM', KEYS[1], id) == 1 then count_type(counts, redis.call('HGET', KEYS[3], id)) end
-    redis.call('HDEL', KEYS[2], id)
-    redis.call('HDEL', KEYS[3], id)
-    redis.call('HDEL', KEYS[4], id)
-    redis.call('HDEL', KEYS[5], id)
-    redis.call('HDEL', KEYS[6], id)
-    acked = acked + 1
-  else
-    fenced[#fenced + 1] = id
-  end
+local _, ids, fenced = owned(KEYS[5], cjson.decode(ARGV[1]))
+if #ids > 0 then
+  local counts = {}
+  count_leaving(KEYS[1], KEYS[3], ids, counts)
+  chunked('ZREM', KEYS[1], ids)
+  for k = 2, 6 do chunked('HDEL', KEYS[k], ids) end
+  leave_active(KEYS[7], KEYS[8], KEYS[9], counts)
 end
-leave_active(KEYS[7], KEYS[8], KEYS[9], counts)
-local out = {acked}
+local out = {#ids}
 for _, id in ipairs(fenced) do out[#out + 1] = id end
 return out

@@ -44,6 +44,7 @@
 --- @include "lanes"
 --- @include "promote_due"
 --- @include "limits"
+--- @include "batch"
 
 local prefix, n, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local worker = ARGV[4]
@@ -192,20 +193,35 @@ end
 local out = {now, -1}
 local deadline = now + lease
 local spent = {}
-for _, p in ipairs(picked) do
-  local id = p[1]
-  local envelope = redis.call('HGET', KEYS[2], id)
-  if envelope then
-    local attempt = redis.call('HINCRBY', KEYS[3], id, 1)
-    redis.call('ZADD', KEYS[1], deadline, id)
-    redis.call('HSET', KEYS[4], id, worker .. ':' .. attempt)
-    out[#out + 1] = id
-    out[#out + 1] = attempt
-    out[#out + 1] = envelope
-    local jobtype = types[p[2]]
-    local field = jobtype .. '#' .. p[3]
-    spent[jobtype] = (spent[jobtype] or 0) + 1
-    spent[field] = (spent[field] or 0) + 1
+local ids = {}
+for i, p in ipairs(picked) do ids[i] = p[1] end
+if #ids > 0 then
+  local envs = chunked('HMGET', KEYS[2], ids)
+  local counts = chunked('HMGET', KEYS[3], ids)
+  local atts, flights, owners = {}, {}, {}
+  for i, p in ipairs(picked) do
+    local id = p[1]
+    if envs[i] then
+      local attempt = tonumber(counts[i] or '0') + 1
+      atts[#atts + 1] = id
+      atts[#atts + 1] = attempt
+      flights[#flights + 1] = deadline
+      flights[#flights + 1] = id
+      owners[#owners + 1] = id
+      owners[#owners + 1] = worker .. ':' .. attempt
+      out[#out + 1] = id
+      out[#out + 1] = attempt
+      out[#out + 1] = envs[i]
+      local jobtype = types[p[2]]
+      local field = jobtype .. '#' .. p[3]
+      spent[jobtype] = (spent[jobtype] or 0) + 1
+      spent[field] = (spent[field] or 0) + 1
+    end
+  end
+  if #atts > 0 then
+    chunked('HSET', KEYS[3], atts)
+    chunked('ZADD', KEYS[1], flights)
+    chunked('HSET', KEYS[4], owners)
   end
 end
 for t = 1, #types do

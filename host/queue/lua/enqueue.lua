@@ -1,58 +1,90 @@
 --[[
-  enqueue: add runs to their ready queue, or to the delayed set when due later.
+  enqueue: add runs to their lane's ready queue, or to the delayed set when due later.
   Idempotent by run id: a run Redis already knows (ready, delayed, in flight or dying) is skipped,
-  so a retried enqueue or a reconciliation pass never duplicates a run.
+  so a retried enqueue or a reconciliation pass never duplicates a run. One variadic command
+  per key for the whole batch.
 
   KEYS[1] env       HASH run id -> envelope (JSON)
   KEYS[2] meta      HASH run id -> "priority|max_attempts|type|lane"
   KEYS[3] delayed   ZSET run id -> due time (ms, Redis clock)
   KEYS[4] types     SET of job type names seen
   KEYS[5] wake      LIST wake tokens for idle workers
+  KEYS[6] att       HASH run id -> attempts started
+  Also, built from the prefix: q:TYPE#LANE, lanes:TYPE, laneseq, config (see includes/).
 
-  ARGV[1] key prefix ("jh:{ns}:"), for the ready queue of each type
-  ARGV[2] number of runs n
-  then per run, 8 values: id, type, lane, priority, max_attempts, delay_ms, attempts_done,
-  envelope. The lane (tenant, or tenant and a payload field) picks the run's ready queue.
-  delay_ms is counted from the Redis clock; 0 or less means ready now.
-  attempts_done is 0 for a new run; reconciliation passes the attempts PostgreSQL recorded, so
-  the next claim counts on from there and fencing keeps working.
+  ARGV[1] key prefix ("jh:{ns}:")
+  ARGV[2] JSON array of runs, each [id, type, lane, priority, max_attempts, delay_ms,
+          attempts_done, envelope]:
+    lane: the run's ready queue within its type (tenant, or tenant and a payload key);
+    delay_ms: counted from the Redis clock; 0 or less means ready now;
+    attempts_done: 0 for a new run; reconciliation passes the attempts PostgreSQL recorded, so
+    the next claim counts on from there and fencing keeps working.
 
   Returns: {added, skipped_id...}
-
-  Reads prefix..'config' (age_step_ms) for the ready score: see includes/ready_score.lua.
 ]]
 --- @include "now_ms"
 --- @include "ready_score"
 --- @include "lanes"
+--- @include "limits"
+--- @include "batch"
 
 local prefix = ARGV[1]
-local n = tonumber(ARGV[2])
+local runs = cjson.decode(ARGV[2])
 local now = now_ms()
 local age = age_step(prefix)
-local added = 0
-local skipped = {}
-for i = 0, n - 1 do
-  local base = 3 + i * 8
-  local id, jobtype, lane = ARGV[base], ARGV[base + 1], ARGV[base + 2]
-  local priority, max_attempts = ARGV[base + 3], ARGV[base + 4]
-  local delay, done, envelope = tonumber(ARGV[base + 5]), tonumber(ARGV[base + 6]), ARGV[base + 7]
-  if redis.call('HSETNX', KEYS[1], id, envelope) == 1 then
-    if done > 0 then redis.call('HSET', KEYS[6], id, done) end
-    redis.call('HSET', KEYS[2], id, priority .. '|' .. max_attempts .. '|' .. jobtype .. '|' .. lane)
-    if delay > 0 then
-      redis.call('ZADD', KEYS[3], now + delay, id)
-    else
-      push_ready(prefix, jobtype, lane, ready_score(priority, now, age), id)
-    end
-    redis.call('SADD', KEYS[4], jobtype)
-    added = added + 1
-  else
+local ids = {}
+for i, run in ipairs(runs) do ids[i] = run[1] end
+local known = #ids > 0 and chunked('HMGET', KEYS[1], ids) or {}
+
+local envs, metas, atts, delayed, skipped = {}, {}, {}, {}, {}
+local queues, types, seen = {}, {}, {}
+for i, run in ipairs(runs) do
+  local id, jobtype, lane, priority = run[1], run[2], run[3], run[4]
+  if known[i] or seen[id] then
     skipped[#skipped + 1] = id
+  else
+    seen[id] = true
+    local max_attempts, delay, done, envelope = run[5], run[6], run[7], run[8]
+    envs[#envs + 1] = id
+    envs[#envs + 1] = envelope
+    metas[#metas + 1] = id
+    metas[#metas + 1] = priority .. '|' .. max_attempts .. '|' .. jobtype .. '|' .. lane
+    if done > 0 then
+      atts[#atts + 1] = id
+      atts[#atts + 1] = done
+    end
+    if delay > 0 then
+      delayed[#delayed + 1] = now + delay
+      delayed[#delayed + 1] = id
+    else
+      local queue = lane_queue(prefix, jobtype, lane)
+      local q = queues[queue]
+      if not q then
+        q = {jobtype = jobtype, lane = lane, items = {}}
+        queues[queue] = q
+      end
+      q.items[#q.items + 1] = ready_score(priority, now, age)
+      q.items[#q.items + 1] = id
+    end
+    types[jobtype] = true
   end
 end
-if added > 0 and redis.call('LLEN', KEYS[5]) == 0 then
-  redis.call('LPUSH', KEYS[5], 1)
+
+if #envs > 0 then
+  chunked('HSET', KEYS[1], envs)
+  chunked('HSET', KEYS[2], metas)
+  if #atts > 0 then chunked('HSET', KEYS[6], atts) end
+  if #delayed > 0 then chunked('ZADD', KEYS[3], delayed) end
+  for queue, q in pairs(queues) do
+    chunked('ZADD', queue, q.items)
+    local lanes = prefix .. 'lanes:' .. q.jobtype
+    if not redis.call('ZSCORE', lanes, q.lane) then
+      redis.call('ZADD', lanes, redis.call('INCR', prefix .. 'laneseq'), q.lane)
+    end
+  end
+  for jobtype, _ in pairs(types) do redis.call('SADD', KEYS[4], jobtype) end
+  if redis.call('LLEN', KEYS[5]) == 0 then redis.call('LPUSH', KEYS[5], 1) end
 end
-local out = {added}
+local out = {#envs / 2}
 for _, id in ipairs(skipped) do out[#out + 1] = id end
 return out

@@ -7,20 +7,21 @@
   KEYS[2] owner     HASH run id -> owner token
 
   ARGV[1] lease length in ms, from now
-  ARGV[2..] pairs: run id, owner token
+  ARGV[2] JSON array of [run id, owner token]
 
   Returns: {lost_id...}
 ]]
 --- @include "now_ms"
+--- @include "ready_score"
+--- @include "limits"
+--- @include "batch"
 
 local deadline = now_ms() + tonumber(ARGV[1])
-local lost = {}
-for i = 2, #ARGV, 2 do
-  local id, token = ARGV[i], ARGV[i + 1]
-  if redis.call('HGET', KEYS[2], id) == token then
-    redis.call('ZADD', KEYS[1], 'XX', deadline, id)
-  else
-    lost[#lost + 1] = id
-  end
+local _, ids, lost = owned(KEYS[2], cjson.decode(ARGV[2]))
+local pairs_ = {}
+for _, id in ipairs(ids) do
+  pairs_[#pairs_ + 1] = deadline
+  pairs_[#pairs_ + 1] = id
 end
+if #pairs_ > 0 then chunked('ZADD', KEYS[1], pairs_, 'XX') end
 return lost

@@ -14,7 +14,7 @@
   KEYS[8] limits    HASH type -> limits
 
   ARGV[1] key prefix
-  ARGV[2..] pairs: run id, owner token
+  ARGV[2] JSON array of [run id, owner token]
 
   Returns: {released, fenced_id...}
 
@@ -30,8 +30,8 @@ local now, age = now_ms(), age_step(prefix)
 local released = 0
 local fenced = {}
 local counts = {}
-for i = 2, #ARGV, 2 do
-  local id, token = ARGV[i], ARGV[i + 1]
+for _, item in ipairs(cjson.decode(ARGV[2])) do
+  local id, token = item[1], item[2]
   local meta = redis.call('HGET', KEYS[3], id)
   if meta and redis.call('HGET', KEYS[2], id) == token then
     local priority, _, jobtype, lane = split_meta(meta)

@@ -12,35 +12,34 @@
   KEYS[7] active    HASH type -> runs in flight
   KEYS[8] limits    HASH type -> limits
 
-  ARGV triples: run id, owner token, delay in ms (0: due at once, promoted by the next claim)
+  ARGV[1] JSON array of [run id, owner token, delay in ms] (0: due at once; the next claim
+  promotes it)
 
   Returns: {retried, fenced_id...}
 ]]
 --- @include "now_ms"
 --- @include "ready_score"
 --- @include "limits"
+--- @include "batch"
 
 local now = now_ms()
-local retried = 0
-local fenced = {}
-local counts = {}
-for i = 1, #ARGV, 3 do
-  local id, token, delay = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  if redis.call('HGET', KEYS[2], id) == token then
-    if redis.call('ZREM', KEYS[1], id) == 1 then count_type(counts, redis.call('HGET', KEYS[6], id)) end
-    redis.call('HDEL', KEYS[2], id)
-    redis.call('HDEL', KEYS[5], id)
-    redis.call('ZADD', KEYS[3], now + delay, id)
-    retried = retried + 1
-  else
-    fenced[#fenced + 1] = id
+local good, ids, fenced = owned(KEYS[2], cjson.decode(ARGV[1]))
+if #ids > 0 then
+  local counts = {}
+  count_leaving(KEYS[1], KEYS[6], ids, counts)
+  chunked('ZREM', KEYS[1], ids)
+  chunked('HDEL', KEYS[2], ids)
+  chunked('HDEL', KEYS[5], ids)
+  local due = {}
+  for _, item in ipairs(good) do
+    due[#due + 1] = now + item[3]
+    due[#due + 1] = item[1]
   end
+  chunked('ZADD', KEYS[3], due)
+  leave_active(KEYS[7], KEYS[8], KEYS[4], counts)
+  -- Idle workers sleep until the earliest due run they knew of: wake one to look again.
+  if redis.call('LLEN', KEYS[4]) == 0 then redis.call('LPUSH', KEYS[4], 1) end
 end
-leave_active(KEYS[7], KEYS[8], KEYS[4], counts)
--- Idle workers sleep until the earliest due run they knew of: wake one to look again.
-if retried > 0 and redis.call('LLEN', KEYS[4]) == 0 then
-  redis.call('LPUSH', KEYS[4], 1)
-end
-local out = {retried}
+local out = {#ids}
 for _, id in ipairs(fenced) do out[#out + 1] = id end
 return out
