@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 import uuid
 
 _lock = threading.Lock()
+#: Seeded from os.urandom; ids need uniqueness, not secrecy, and a syscall per id is slow.
+_random = random.Random()
+# A forked child must not repeat its parent's sequence.
+os.register_at_fork(after_in_child=_random.seed)
 _last_ms = 0
 _counter = 0
 
@@ -24,9 +29,9 @@ def new_run_id() -> uuid.UUID:
                 ms += 1
                 _counter = 0
         else:
-            _counter = int.from_bytes(os.urandom(2), "big") & 0x3FF
+            _counter = _random.getrandbits(10)
         _last_ms = ms
         counter = _counter
-    rand = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+        rand = _random.getrandbits(62)
     value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | rand
     return uuid.UUID(int=value)

@@ -16,7 +16,7 @@ from host.queue.keys import Keys
 from host.queue.scripts import Scripts
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class QueuedRun:
     """A run as the enqueue script takes it."""
 

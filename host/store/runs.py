@@ -19,7 +19,7 @@ import orjson
 from host.states import RunState
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NewRun:
     """A run to insert."""
 
@@ -36,7 +36,7 @@ class NewRun:
     scheduled_for: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Finish:
     """The end of one attempt, as the worker (or reaper) records it."""
 

@@ -2,35 +2,89 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
+_log = logging.getLogger("jobhost.run")
 
-@dataclass
+
+class RunLog(logging.LoggerAdapter[logging.Logger]):
+    """A logger adapter whose records carry the run's id, type and attempt (JSON logs show
+    them as fields)."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        kwargs.setdefault("extra", {}).update(self.extra or {})
+        return msg, kwargs
+
+
 class RunContext:
-    """Passed to every handler next to the payload."""
+    """Passed to every handler next to the payload.
 
-    run_id: str  #: the run's id (a UUID string)
-    job_type: str  #: the job type's name
-    attempt: int  #: 1 for the first attempt
-    max_attempts: int  #: attempts allowed before the run is dead
-    deadline: float  #: time.monotonic() after which this attempt times out
-    tenant_id: str  #: the tenant the run belongs to
-    job_id: str | None  #: the job definition that created it, if any
-    log: logging.LoggerAdapter[logging.Logger]  #: a logger that tags records with the run id
-    _extend: Callable[[float], Awaitable[None]] = field(repr=False, default=None)  # type: ignore[assignment]
-    _progress: Callable[[Any], Awaitable[None]] = field(repr=False, default=None)  # type: ignore[assignment]
+    Attributes: `run_id` (a UUID string), `job_type`, `attempt` (1 for the first),
+    `max_attempts`, `deadline` (event-loop time after which this attempt times out),
+    `tenant_id`, `job_id` (the job definition that created the run, if any) and `log`.
+    """
+
+    __slots__ = (
+        "_extend", "_log", "_progress", "_timeout", "attempt", "deadline", "job_id",
+        "job_type", "max_attempts", "run_id", "tenant_id",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        run_id: str,
+        job_type: str,
+        attempt: int,
+        max_attempts: int,
+        deadline: float,
+        tenant_id: str = "default",
+        job_id: str | None = None,
+        *,
+        extend: Callable[[str, float], Awaitable[None]] | None = None,
+        progress: Callable[[str, Any], Awaitable[None]] | None = None,
+        timeout: asyncio.Timeout | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.job_type = job_type
+        self.attempt = attempt
+        self.max_attempts = max_attempts
+        self.deadline = deadline
+        self.tenant_id = tenant_id
+        self.job_id = job_id
+        self._extend = extend
+        self._progress = progress
+        self._timeout = timeout
+        self._log: RunLog | None = None
+
+    @property
+    def log(self) -> RunLog:
+        """A logger that tags records with the run id, job type and attempt."""
+        if self._log is None:
+            extra = {"run_id": self.run_id, "job_type": self.job_type, "attempt": self.attempt}
+            self._log = RunLog(_log, extra)
+        return self._log
 
     async def extend_lease(self, seconds: float) -> None:
-        """Keep this run leased for at least `seconds` more, and its timeout with it.
+        """Keep this run leased, and its timeout pushed back, for at least `seconds` more.
 
         The worker already extends leases of running handlers on a heartbeat; call this before a
-        step you know will be long, to push the run's own deadline back too.
+        step you know will be long, to push the attempt's own deadline back too.
         """
-        await self._extend(seconds)
+        if self._timeout is not None:
+            new_deadline = asyncio.get_running_loop().time() + seconds
+            current = self._timeout.when()
+            if current is None or new_deadline > current:
+                self._timeout.reschedule(new_deadline)
+                self.deadline = new_deadline
+        if self._extend is not None:
+            await self._extend(self.run_id, seconds)
 
     async def progress(self, report: Any) -> None:
         """Record a JSON-serialisable progress report, shown with the run while it runs."""
-        await self._progress(report)
+        if self._progress is not None:
+            await self._progress(self.run_id, report)
+
+    def __repr__(self) -> str:
+        return f"RunContext({self.run_id!r}, {self.job_type!r}, attempt={self.attempt})"

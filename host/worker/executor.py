@@ -4,7 +4,6 @@ timeout, and turns whatever happens into an AttemptResult. Never raises for a ha
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import traceback
 from collections.abc import Awaitable, Callable
@@ -19,8 +18,6 @@ from host.jobtypes import ResolvedType
 from host.queue.queue import Lease
 from host.states import Outcome
 from host.worker.context import RunContext
-
-log = logging.getLogger("jobhost.worker")
 
 
 @dataclass(slots=True)
@@ -40,12 +37,6 @@ class AttemptResult:
     permanent: bool = False  #: PermanentFailure, or a problem no retry can fix
 
 
-class _RunLog(logging.LoggerAdapter[logging.Logger]):
-    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        kwargs.setdefault("extra", {}).update(self.extra or {})
-        return msg, kwargs
-
-
 async def execute(
     lease: Lease,
     envelope: dict[str, Any],
@@ -63,9 +54,11 @@ async def execute(
     cm = asyncio.timeout(timeout_s)
     try:
         async with cm:
-            ctx = _context(lease, envelope, jt, max_attempts, loop.time() + timeout_s)
-            ctx._extend = lambda s: _extend_attempt(cm, loop, s, extend, lease.id)
-            ctx._progress = lambda report: progress(lease.id, report)
+            ctx = RunContext(
+                lease.id, jt.name, lease.attempt, max_attempts, loop.time() + timeout_s,
+                envelope.get("tenant", "default"), envelope.get("job_id"),
+                extend=extend, progress=progress, timeout=cm,
+            )  # fmt: skip
             if jt.is_async:
                 value = await jt.handler(envelope["payload"], ctx)
             else:
@@ -97,34 +90,3 @@ async def execute(
 def _record_exception(result: AttemptResult, exc: Exception) -> None:
     result.error = f"{type(exc).__name__}: {exc}"
     result.traceback = traceback.format_exc()
-
-
-def _context(
-    lease: Lease, envelope: dict[str, Any], jt: ResolvedType, max_attempts: int, deadline: float
-) -> RunContext:
-    extra = {"run_id": lease.id, "job_type": jt.name, "attempt": lease.attempt}
-    return RunContext(
-        run_id=lease.id,
-        job_type=jt.name,
-        attempt=lease.attempt,
-        max_attempts=max_attempts,
-        deadline=deadline,
-        tenant_id=envelope.get("tenant", "default"),
-        job_id=envelope.get("job_id"),
-        log=_RunLog(log, extra),
-    )
-
-
-async def _extend_attempt(
-    cm: asyncio.Timeout,
-    loop: asyncio.AbstractEventLoop,
-    seconds: float,
-    extend: Callable[[str, float], Awaitable[None]],
-    run_id: str,
-) -> None:
-    """Push this attempt's timeout back to at least `seconds` from now, and its lease with it."""
-    new_deadline = loop.time() + seconds
-    current = cm.when()
-    if current is None or new_deadline > current:
-        cm.reschedule(new_deadline)
-    await extend(run_id, seconds)

@@ -46,7 +46,6 @@ CREATE UNIQUE INDEX runs_cron_tick ON runs (job_id, scheduled_for)
 CREATE INDEX runs_tenant_created ON runs (tenant_id, created_at DESC, id DESC);
 CREATE INDEX runs_active ON runs (state, run_at)
     WHERE state IN ('scheduled', 'queued', 'running', 'retrying');
-CREATE INDEX runs_type_created ON runs (tenant_id, type, created_at DESC);
 
 CREATE TABLE attempts (
     tenant_id   text        NOT NULL DEFAULT 'default',
