@@ -53,7 +53,10 @@ from host.store.db import migrate
 DB_ENV = "JOBHOST_BENCH_DATABASE_URL"
 REDIS_ENV = "JOBHOST_BENCH_REDIS_URL"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-VARIANTS = {"e2e": "end-to-end", "drain": "drain-only"}
+VARIANTS = {"e2e": "end-to-end", "drain": "drain-only", "limited": "drain-only, limits on"}
+#: For "limited": a token bucket and a concurrency limit on noop, high enough never to bind, so
+#: the figure is the cost of checking them in every claim (and counting in every ack).
+NONBINDING_LIMITS = ("1000000/s", 1_000_000, 100_000)
 QUIET_LOAD = 0.10  # other processes' share of the CPUs above which a measurement waits
 POLL_S = 0.05  # completion polling (HLEN of the envelope hash); the end time comes from workers
 
@@ -240,6 +243,8 @@ class Bench:
             profile = str(Path(self.args.profile) / f"{variant}-w{n_workers}-{cfg.label}")
             profile = profile.replace(" ", "-")
         async with self.fresh() as (db, ns):
+            if variant == "limited":
+                await set_nonbinding_limits(db)
             before = await runs_stats(db)
             types = "" if self.args.types == "all" else self.args.types or "noop"
             workers = self.workers(db, ns, n_workers, cfg, types, profile)
@@ -261,7 +266,7 @@ class Bench:
                 done = await producer.expect("done", timeout_s=max(120.0, runs / 100))
                 cpu1 = self.cpu(roles)
                 producer.send("exit")
-                if variant == "drain":
+                if variant in ("drain", "limited"):
                     await producer.finish()
                     starts = await self._go(workers)
                 await self.wait_drained(ns, workers, runs)
@@ -280,7 +285,7 @@ class Bench:
             counts = await verify(db)
         if counts != {"succeeded": runs, "attempts": runs}:
             raise ChildFailed(f"{label}: expected {runs} succeeded runs and attempts, got {counts}")
-        t0 = done["t_first"] if variant == "e2e" else min(starts)
+        t0 = done["t_first"] if variant == "e2e" else min(starts)  # drain, limited: drain phase
         t_end = max(s["last_commit"] for s in stopped)
         row: dict[str, Any] = {
             "kind": "drain", "variant": VARIANTS[variant], "workers": n_workers,
@@ -299,7 +304,7 @@ class Bench:
             window[role] = delta(cpu0, cpu2, role)
         add_cpu(row, window, runs, "")
         row["other_load"] = other_load(cpu0, cpu2, self.target.embedded)
-        if variant == "drain":  # the drain phase alone, without the enqueue phase
+        if variant in ("drain", "limited"):  # the drain phase alone, without the enqueue phase
             phase = {role: delta(cpu1, cpu2, role) for role in ("workers", "redis", "postgres")}
             add_cpu(row, phase, runs, "drain_")
         for name, value in servers1.items():
@@ -419,6 +424,19 @@ class Bench:
                     break
                 last["discarded"] = "other load"  # kept in the JSON lines, left out of medians
                 print("    (other processes competed with it: measuring again)", flush=True)
+
+
+async def set_nonbinding_limits(database_url: str) -> None:
+    """A run-time override on noop, as `jobhost limits set` stores it; workers publish it."""
+    rate, burst, concurrency = NONBINDING_LIMITS
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO type_limits (type, rate, burst, concurrency) VALUES ('noop', $1, $2, $3)",
+            rate, burst, concurrency,
+        )  # fmt: skip
+    finally:
+        await conn.close()
 
 
 async def runs_stats(database_url: str) -> dict[str, int]:
@@ -662,7 +680,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="worker configs C[:K[:P]], comma-separated: concurrency, claim batch"
         " (default 200), prefetch (default C); default 10,200:200",
     )
-    p.add_argument("--variants", default="e2e,drain", help="e2e and/or drain (default both)")
+    p.add_argument(
+        "--variants", default="e2e,drain,limited",
+        help="e2e, drain and/or limited (drain with non-binding limits); default all three",
+    )  # fmt: skip
     p.add_argument(
         "--types",
         default="",
