@@ -186,3 +186,25 @@ def test_migrate_is_idempotent(database_url: str, tmp_path: Path) -> None:
 
 
 _ = asyncio  # the async tests run on pytest-asyncio's loop
+
+
+def test_limits_cli_sets_shows_and_resets(worker_env: dict[str, str], tmp_path: Path) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "host", "--json", "limits", *args],
+            cwd=ROOT, env={**os.environ, **worker_env, "PYTHONPATH": str(ROOT)},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    done = cli("set", "test.span", "--rate", "5/s", "--burst", "2", "--lane-concurrency", "1")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["rate"] == "5/s"
+    shown = json.loads(cli("show").stdout)["types"]["test.span"]
+    assert (shown["rate_per_s"], shown["burst"], shown["lane_concurrency"]) == (5.0, 2, 1)
+    assert shown["tokens"] == 2  # a fresh bucket is full
+    bad = cli("set", "test.span", "--rate", "fast")
+    assert bad.returncode == 2 and "rate 'fast' is not of the form" in bad.stderr
+    unknown = cli("set", "nosuch", "--rate", "1/s")
+    assert unknown.returncode == 1 and "unknown job type 'nosuch'" in unknown.stderr
+    assert cli("reset", "test.span").returncode == 0
+    assert json.loads(cli("show").stdout)["types"]["test.span"]["rate_per_s"] is None
