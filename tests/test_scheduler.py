@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from redis.asyncio import Redis
 
-from host.client import Client
+from host.client import Client, RunRequest
 from host.definitions import JobDefinitions
 from host.errors import JobExists, JobNotFound, StaleLeader, ValidationFailed
 from host.queue.queue import Queue, QueuedRun
@@ -21,6 +21,7 @@ from host.scheduler.leader import LeaderLease, Term, fenced, recorded_epoch
 from host.scheduler.scheduler import Scheduler
 from host.services import Services
 from host.store import jobs as job_store
+from host.store import runs as run_store
 from tests.helpers import running_worker, wait_until
 
 # -- the leader lease scripts ---------------------------------------------------------------------
@@ -299,3 +300,36 @@ async def test_a_stale_leader_fires_nothing(services: Services) -> None:
     assert await cron_runs(services, job.id) == []
     await new.fire_due(new_term)
     assert len(await cron_runs(services, job.id)) == 1
+
+
+# -- retention and promotion ----------------------------------------------------------------------
+
+
+async def test_retention_prunes_old_finished_runs_in_batches(services: Services) -> None:
+    from host.scheduler import retention
+
+    client = Client(services)
+    ids = [r.id for r in await client.enqueue_many([RunRequest("noop", {})] * 25)]
+    keep = (await client.enqueue("noop", {})).id
+    await services.pool.execute(
+        """UPDATE runs SET state = 'succeeded', finished_at = now() - interval '40 days'
+           WHERE id = ANY($1::uuid[])""",
+        ids,
+    )
+    term = Term("me", 1)
+    ns = services.settings.namespace
+    assert await retention.prune(services.pool, ns, term, 0) == 0  # 0 keeps everything
+    assert await retention.prune(services.pool, ns, term, 30, batch=10, max_batches=2) == 20
+    assert await retention.prune(services.pool, ns, term, 30, batch=10) == 5
+    assert await run_store.count_by_state(services.pool) == {"queued": 1}
+    assert (await client.get(keep))["state"] == "queued"
+
+
+async def test_due_runs_show_as_queued_in_postgres(services: Services) -> None:
+    client = Client(services)
+    soon = (await client.enqueue("noop", {}, delay_s=0.05)).id
+    later = (await client.enqueue("noop", {}, delay_s=60)).id
+    await asyncio.sleep(0.1)
+    assert await run_store.promote_due(services.pool) == 1
+    assert (await client.get(soon))["state"] == "queued"
+    assert (await client.get(later))["state"] == "scheduled"
