@@ -27,9 +27,11 @@ for i = 2, #ARGV do
   local meta = redis.call('HGET', KEYS[2], id)
   local code = -1
   if meta then
-    local _, _, jobtype = split_meta(meta)
-    local waiting = redis.call('ZREM', prefix .. 'q:' .. jobtype, id)
-      + redis.call('ZREM', KEYS[5], id)
+    local _, _, jobtype, lane = split_meta(meta)
+    -- The run's ready queue: per type, or per type and lane where meta carries a lane.
+    local ready = prefix .. 'q:' .. jobtype
+    if lane then ready = ready .. '#' .. lane end
+    local waiting = redis.call('ZREM', ready, id) + redis.call('ZREM', KEYS[5], id)
     if waiting > 0 then
       redis.call('HDEL', KEYS[1], id)
       redis.call('HDEL', KEYS[2], id)
