@@ -21,7 +21,6 @@ from host.errors import FieldError, RunNotFound, ValidationFailed
 from host.ids import new_run_id
 from host.policy import MAX_PRIORITY, MIN_PRIORITY
 from host.queue.queue import QueuedRun
-from host.registry import Registry
 from host.services import Services
 from host.states import TERMINAL_STATES
 from host.store import runs as run_store
@@ -86,7 +85,42 @@ class Client:
     def _prepare(
         self, index: int, req: RunRequest, total: int
     ) -> tuple[run_store.NewRun, QueuedRun]:
-        return prepare_run(self.services.registry, self.tenant, index, req, total)
+        registry = self.services.registry
+        what = f"run {index}" if total > 1 else "run"
+        try:
+            jt = registry.get(req.type)
+            registry.validate(req.type, req.payload)
+        except ValidationFailed as exc:
+            if total > 1:
+                errors = [type(e)(f"/{index}/payload{e.path}", e.message) for e in exc.errors]
+                raise ValidationFailed(
+                    f"{what} payload for job type {req.type!r}", errors
+                ) from None
+            raise
+        policy = jt.policy
+        priority = policy.priority if req.priority is None else req.priority
+        max_attempts = policy.max_attempts if req.max_attempts is None else req.max_attempts
+        timeout_s = policy.timeout_s if req.timeout_s is None else req.timeout_s
+        _check_options(what, priority, max_attempts, timeout_s, req)
+        delay_s = _delay(req)
+        run_id = str(new_run_id())
+        payload_json = orjson.dumps(req.payload)
+        envelope = _envelope(run_id, req, self.tenant, max_attempts, timeout_s, payload_json)
+        row = run_store.NewRun(
+            id=run_id,
+            tenant_id=self.tenant,
+            type=req.type,
+            payload_json=payload_json.decode(),
+            priority=priority,
+            max_attempts=max_attempts,
+            timeout_s=timeout_s,
+            delay_s=delay_s,
+            idempotency_key=req.idempotency_key,
+            job_id=req.job_id,
+            scheduled_for=req.scheduled_for,
+        )
+        queued = QueuedRun(run_id, req.type, priority, max_attempts, int(delay_s * 1000), envelope)
+        return row, queued
 
     async def _existing(self, rows: Sequence[run_store.NewRun]) -> dict[str, dict[str, Any]]:
         keys = [r.idempotency_key for r in rows if r.idempotency_key]
@@ -106,14 +140,6 @@ class Client:
             run["progress"] = orjson.loads(progress)
         return run
 
-    async def cancel(self, run_ids: Sequence[str], reason: str = "cancelled") -> set[str]:
-        """Cancel waiting or running runs: PostgreSQL marks them cancelled (final) first, then
-        Redis drops the waiting ones; a running one finishes but its result is fenced off.
-        Returns the ids that were active (and are now cancelled)."""
-        cancelled = await run_store.cancel_runs(self.services.pool, run_ids, reason)
-        await self.services.queue.cancel(sorted(cancelled))
-        return cancelled
-
     async def list(self, **filters: Any) -> list[dict[str, Any]]:
         return await run_store.list_runs(self.services.pool, tenant_id=self.tenant, **filters)
 
@@ -129,6 +155,21 @@ class Client:
                 raise TimeoutError(f"run {run_id} still {run['state']} after {timeout_s}s")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.25)
+
+    def prepare(self, req: RunRequest) -> tuple[run_store.NewRun, QueuedRun]:
+        """Validate one request and build its PostgreSQL row and Redis entry without writing
+        either: for callers that insert inside their own transaction and enqueue after the
+        commit (the scheduler's fenced cron fires). ValidationFailed or UnknownJobType when
+        the request is invalid."""
+        return self._prepare(0, req, 1)
+
+    async def cancel(self, run_ids: Sequence[str], reason: str = "cancelled") -> set[str]:
+        """Cancel waiting or running runs: PostgreSQL marks them cancelled (final) first, then
+        Redis drops the waiting ones; a running one finishes but its result is fenced off.
+        Returns the ids that were active (and are now cancelled)."""
+        cancelled = await run_store.cancel_runs(self.services.pool, run_ids, reason)
+        await self.services.queue.cancel(sorted(cancelled))
+        return cancelled
 
 
 def _check_options(
@@ -161,44 +202,16 @@ def _delay(req: RunRequest) -> float:
     return float(req.delay_s or 0.0)
 
 
-def prepare_run(
-    registry: Registry, tenant: str, index: int, req: RunRequest, total: int = 1
-) -> tuple[run_store.NewRun, QueuedRun]:
-    """Validate one request and build its PostgreSQL row and Redis entry: what every entry point
-    (client, scheduler, later the API) inserts first and then enqueues."""
-    what = f"run {index}" if total > 1 else "run"
-    try:
-        jt = registry.get(req.type)
-        registry.validate(req.type, req.payload)
-    except ValidationFailed as exc:
-        if total > 1:
-            errors = [type(e)(f"/{index}/payload{e.path}", e.message) for e in exc.errors]
-            raise ValidationFailed(f"{what} payload for job type {req.type!r}", errors) from None
-        raise
-    policy = jt.policy
-    priority = policy.priority if req.priority is None else req.priority
-    max_attempts = policy.max_attempts if req.max_attempts is None else req.max_attempts
-    timeout_s = policy.timeout_s if req.timeout_s is None else req.timeout_s
-    _check_options(what, priority, max_attempts, timeout_s, req)
-    delay_s = _delay(req)
-    run_id = str(new_run_id())
-    payload_json = orjson.dumps(req.payload)
-    env = envelope(run_id, req.type, tenant, max_attempts, timeout_s, req.job_id, payload_json)
-    row = run_store.NewRun(
-        id=run_id,
-        tenant_id=tenant,
-        type=req.type,
-        payload_json=payload_json.decode(),
-        priority=priority,
-        max_attempts=max_attempts,
-        timeout_s=timeout_s,
-        delay_s=delay_s,
-        idempotency_key=req.idempotency_key,
-        job_id=req.job_id,
-        scheduled_for=req.scheduled_for,
-    )
-    queued = QueuedRun(run_id, req.type, priority, max_attempts, int(delay_s * 1000), env)
-    return row, queued
+def _envelope(
+    run_id: str,
+    req: RunRequest,
+    tenant: str,
+    max_attempts: int,
+    timeout_s: float,
+    payload_json: bytes,
+) -> bytes:
+    """`envelope` for a request."""
+    return envelope(run_id, req.type, tenant, max_attempts, timeout_s, req.job_id, payload_json)
 
 
 def envelope(

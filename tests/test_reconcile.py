@@ -16,7 +16,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from host.client import Client, RunRequest, prepare_run
+from host.client import Client, RunRequest
 from host.config import Settings
 from host.embedded import ServerURLs
 from host.registry import Registry
@@ -114,9 +114,7 @@ async def test_a_crash_between_insert_and_enqueue_is_healed_by_the_sweep(
     private_services: Services, servers: ServerURLs, namespace: str
 ) -> None:
     svc = private_services
-    row, _ = prepare_run(
-        svc.registry, "default", 0, RunRequest("test.record", logged(servers, namespace))
-    )
+    row, _ = Client(svc).prepare(RunRequest("test.record", logged(servers, namespace)))
     assert await run_store.insert_runs(svc.pool, [row]) == {row.id}  # ...and then the crash
     assert await svc.queue.known([row.id]) == set()
     await reconcile.mark_generation(svc, 0)  # Redis has its data: only the sweep can heal this
@@ -131,7 +129,7 @@ async def test_the_sweep_leaves_known_and_fresh_runs_alone(private_services: Ser
     svc = private_services
     client = Client(svc)
     known = (await client.enqueue("noop", {}, delay_s=60)).id
-    fresh, _ = prepare_run(svc.registry, "default", 0, RunRequest("noop", {}))
+    fresh, _ = Client(svc).prepare(RunRequest("noop", {}))
     await run_store.insert_runs(svc.pool, [fresh])
     await reconcile.mark_generation(svc, 0)
     async with running_scheduler(svc) as scheduler:

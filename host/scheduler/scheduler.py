@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from host.client import RunRequest, prepare_run
+from host.client import Client, RunRequest
 from host.cron import Overlap, due_ticks, jitter_offset
 from host.errors import JobhostError, StaleLeader
 from host.queue.queue import QueuedRun
@@ -234,7 +234,7 @@ class Scheduler:
                     job_id=job.id, scheduled_for=tick,
                 )  # fmt: skip
                 try:
-                    prepared.append(prepare_run(self.services.registry, job.tenant_id, 0, request))
+                    prepared.append(Client(self.services, tenant=job.tenant_id).prepare(request))
                 except JobhostError as exc:  # the type or its schema changed since creation
                     self.stats.invalid += 1
                     log.error("job %s: tick %s not fired: %s", job.name, tick, exc)

@@ -9,7 +9,6 @@
   KEYS[4] seq       STRING FIFO counter
   KEYS[5] types     SET of job type names seen
   KEYS[6] wake      LIST wake tokens for idle workers
-  KEYS[7] att       HASH run id -> attempts started (set when attempts_done > 0)
 
   ARGV[1] key prefix ("jh:{ns}:"), for the ready queue of each type
   ARGV[2] number of runs n
