@@ -25,6 +25,7 @@ import pytest
 from host.config import Settings
 from host.services import Services
 from tests.helpers import wait_until
+from tests.test_processes import dev_folder, run_cli  # noqa: F401 (a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -131,24 +132,28 @@ async def test_leader_failover_fires_every_tick_exactly_once(
     try:
         await wait_until(lambda: _has_leader(services), 20)
         started = time.monotonic()
-        kill_next = True
+        kinds = ["kill", "stop", "term"]
+        frozen: list[int] = []
         while time.monotonic() - started < WINDOW_S - 4 * LEASE_S:
             await asyncio.sleep(2.5)
             victim = await leader_pid(services)
             assert victim is not None
             proc = group.procs[victim][0]
+            kind = kinds[len(faults) % len(kinds)]
             at = time.monotonic()
-            proc.send_signal(signal.SIGKILL if kill_next else signal.SIGSTOP)
+            proc.send_signal(
+                {"kill": signal.SIGKILL, "stop": signal.SIGSTOP, "term": signal.SIGTERM}[kind]
+            )
             await wait_until(lambda v=victim: _led_by_other(services, v), 3 * LEASE_S, 0.02)
             takeover = time.monotonic() - at
-            faults.append({"fault": "kill" if kill_next else "stop", "takeover_s": takeover})
-            if kill_next:
-                proc.wait(10)
-                group.spawn()
-            else:
-                await asyncio.sleep(max(0.0, 2 * LEASE_S - takeover))  # frozen 2 x lease, then back
+            faults.append({"fault": kind, "takeover_s": round(takeover, 3)})
+            if kind == "stop":  # frozen 2 x lease, then back: it must step down, not act
+                await asyncio.sleep(max(0.0, 2 * LEASE_S - takeover))
                 proc.send_signal(signal.SIGCONT)
-            kill_next = not kill_next
+                frozen.append(victim)
+            else:
+                proc.wait(30)
+                group.spawn()
         await asyncio.sleep(2 * LEASE_S)
     finally:
         stats = group.stop_all()
@@ -175,9 +180,13 @@ async def test_leader_failover_fires_every_tick_exactly_once(
     assert set(per_job) == set(jobs)
     assert duplicates == 0 and missed == 0
     assert min(len(t) for t in per_job.values()) >= WINDOW_S - 10
-    assert len(faults) >= 2 and {f["fault"] for f in faults} == {"kill", "stop"}
-    # Takeover within the lease plus a follower's check interval (lease / 3), with slack.
+    assert {f["fault"] for f in faults} == {"kill", "stop", "term"}
+    # Takeover within the lease plus a follower's check interval (lease / 3), with slack; a
+    # SIGTERMed leader releases the lease, so a follower takes it at its next check.
     assert report["max_takeover_s"] <= LEASE_S + LEASE_S / 3 + 1.0
+    assert all(f["takeover_s"] <= LEASE_S / 3 + 1.0 for f in faults if f["fault"] == "term")
+    for pid in frozen:  # the resumed old leader found its lease gone and stepped down
+        assert "lost the leader lease" in group.procs[pid][1].read_text()
     # Runs recorded by the surviving processes never exceed the rows (no double insert).
     assert fired <= len(rows)
 
@@ -189,3 +198,19 @@ async def _has_leader(services: Services) -> bool:
 async def _led_by_other(services: Services, pid: int) -> bool:
     current = await leader_pid(services)
     return current is not None and current != pid
+
+
+def test_dev_runs_the_scheduler_next_to_the_worker(dev_folder: Path) -> None:  # noqa: F811
+    made = run_cli("--json", "jobs", "create", "beat", "--type", "noop", "--cron", "* * * * * *",
+                   cwd=dev_folder)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    deadline = time.monotonic() + 20
+    while True:
+        listed = run_cli("--json", "runs", "list", "--state", "succeeded", cwd=dev_folder)
+        runs = json.loads(listed.stdout)["runs"]
+        if len(runs) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert len(runs) >= 2 and all(r["scheduled_for"] for r in runs)
+    shown = json.loads(run_cli("--json", "jobs", "show", "beat", cwd=dev_folder).stdout)
+    assert shown["last_fire_at"] is not None
