@@ -56,6 +56,19 @@ async def test_renew_after_losing_the_lease_fails(redis: Redis, namespace: str) 
     assert await new.renew() is True
 
 
+async def test_a_leader_that_cannot_renew_stops_acting_before_its_lease_ends(
+    redis: Redis, namespace: str
+) -> None:
+    """fault-matrix S4 in small: without a renewal (Redis unreachable, or the process froze) the
+    leader's own clock ends its tenure, even while Redis still holds its key."""
+    keys = Queue(redis, namespace).keys
+    lease = LeaderLease(redis, keys, 1)
+    assert await lease.try_acquire(0) is not None and lease.is_leader
+    await redis.pexpire(keys.leader, 60_000)  # the key outlives the lease as seen locally
+    await asyncio.sleep(1.05)
+    assert not lease.is_leader and lease.term is not None
+
+
 async def test_the_epoch_is_lifted_above_postgres_when_redis_lost_its_counter(
     redis: Redis, namespace: str
 ) -> None:
