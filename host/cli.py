@@ -186,15 +186,8 @@ async def _serve_dev(args: argparse.Namespace, settings: Settings) -> int:
         "Stop with Ctrl-C.",
         flush=True,
     )
-    types = [t.strip() for t in args.types.split(",") if t.strip()] if args.types else None
     async with open_services(settings) as services:
-        worker = Worker(
-            services,
-            concurrency=args.concurrency,
-            types=types,
-            prefetch=args.prefetch,
-            claim_batch=args.claim_batch,
-        )
+        worker = _worker(args, services)
         scheduler = Scheduler(services)
 
         async def both(stop: asyncio.Event) -> None:
@@ -211,17 +204,21 @@ async def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    types = [t.strip() for t in args.types.split(",") if t.strip()] if args.types else None
     async with open_services(settings) as services:
-        worker = Worker(
-            services,
-            concurrency=args.concurrency,
-            types=types,
-            prefetch=args.prefetch,
-            claim_batch=args.claim_batch,
-        )
-        await _run_until_signalled(worker.run)
+        await _run_until_signalled(_worker(args, services).run)
     return 0
+
+
+def _worker(args: argparse.Namespace, services: Services) -> Worker:
+    """A worker configured by the worker options (shared by `worker` and `dev`)."""
+    types = [t.strip() for t in args.types.split(",") if t.strip()] if args.types else None
+    return Worker(
+        services,
+        concurrency=args.concurrency,
+        types=types,
+        prefetch=args.prefetch,
+        claim_batch=args.claim_batch,
+    )
 
 
 async def _run_until_signalled(role: Callable[[asyncio.Event], Awaitable[None]]) -> None:

@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+from host.scheduler.scheduler import Scheduler
 from host.services import Services
 from host.worker.worker import Worker
 
@@ -19,6 +20,19 @@ async def running_worker(services: Services, **options: Any) -> AsyncIterator[Wo
     task = asyncio.create_task(worker.run(stop))
     try:
         yield worker
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+@contextlib.asynccontextmanager
+async def running_scheduler(services: Services) -> AsyncIterator[Scheduler]:
+    """A scheduler running in this event loop; stopped (lease released) on exit."""
+    stop = asyncio.Event()
+    scheduler = Scheduler(services)
+    task = asyncio.create_task(scheduler.run(stop))
+    try:
+        yield scheduler
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)

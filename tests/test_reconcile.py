@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -24,21 +23,9 @@ from host.scheduler import reconcile
 from host.scheduler.scheduler import Scheduler
 from host.services import Services, open_services
 from host.store import runs as run_store
-from tests.helpers import executions, running_worker, wait_until
+from tests.helpers import executions, running_scheduler, running_worker, wait_until
 
 pytestmark = pytest.mark.slow
-
-
-@contextlib.asynccontextmanager
-async def running_scheduler(services: Services) -> AsyncIterator[Scheduler]:
-    stop = asyncio.Event()
-    scheduler = Scheduler(services)
-    task = asyncio.create_task(scheduler.run(stop))
-    try:
-        yield scheduler
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
 
 
 @pytest.fixture

@@ -5,9 +5,7 @@ invalid definitions), cancellation and job definition management."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -22,7 +20,7 @@ from host.scheduler.scheduler import Scheduler
 from host.services import Services
 from host.store import jobs as job_store
 from host.store import runs as run_store
-from tests.helpers import running_worker, wait_until
+from tests.helpers import running_scheduler, running_worker, wait_until
 
 # -- the leader lease scripts ---------------------------------------------------------------------
 
@@ -171,18 +169,6 @@ async def test_definitions_are_validated_and_managed(services: Services) -> None
 
 
 # -- firing ---------------------------------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def running_scheduler(services: Services) -> AsyncIterator[Scheduler]:
-    stop = asyncio.Event()
-    scheduler = Scheduler(services)
-    task = asyncio.create_task(scheduler.run(stop))
-    try:
-        yield scheduler
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
 
 
 async def cron_runs(services: Services, job_id: str) -> list[tuple[datetime, int]]:
