@@ -17,11 +17,14 @@ import orjson
 from host import limits
 from host.client import Client
 from host.config import Settings, load_plugins_config
+from host.definitions import JobDefinitions
 from host.errors import ConfigError, JobhostError, ValidationFailed
 from host.logs import configure_logging
 from host.policy import policy_as_dict
 from host.registry import load_registry
+from host.scheduler.scheduler import Scheduler
 from host.services import Services, apply_migrations, open_services, resolve_urls
+from host.store.jobs import JobDef
 from host.worker.worker import Worker
 
 Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
@@ -78,6 +81,45 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="claim and run jobs")
     _worker_options(worker)
     worker.set_defaults(run=cmd_worker)
+
+    sub.add_parser(
+        "scheduler", help="cron, reconciliation, promotion (one leader acts)"
+    ).set_defaults(run=cmd_scheduler)
+
+    jobs = sub.add_parser("jobs", help="job definitions and schedules").add_subparsers(
+        dest="jobs", required=True
+    )
+    create = jobs.add_parser("create", help="define a job, optionally on a cron schedule")
+    create.add_argument("name")
+    create.add_argument("--type", required=True, dest="job_type")
+    create.add_argument("--payload", default="{}", help="the payload as JSON (default {})")
+    create.add_argument("--cron", help="5 fields, or 6 with seconds last (croniter)")
+    create.add_argument("--timezone", default="UTC", help="IANA zone of the cron (default UTC)")
+    create.add_argument("--misfire", choices=["skip", "once", "catch_up"], default="skip")
+    create.add_argument("--catch-up-limit", type=int, default=10)
+    create.add_argument(
+        "--overlap", choices=["allow", "skip", "queue_one", "cancel_previous"], default="allow"
+    )
+    create.add_argument("--jitter", type=float, default=0.0, help="spread fires by up to S s")
+    create.add_argument("--priority", type=int)
+    create.set_defaults(run=cmd_jobs_create)
+    jobs.add_parser("list", help="definitions with their next fire time").set_defaults(
+        run=cmd_jobs_list
+    )
+    for name, help_text in (
+        ("pause", "stop firing a schedule"),
+        ("resume", "fire again from the next tick"),
+        ("delete", "delete a definition (its runs stay)"),
+        ("trigger", "run a definition now"),
+        ("show", "one definition"),
+    ):
+        action = jobs.add_parser(name, help=help_text)
+        action.add_argument("name")
+        action.set_defaults(run=cmd_jobs_action, action=name)
+    upcoming = jobs.add_parser("next", help="the next fire times of a schedule")
+    upcoming.add_argument("name")
+    upcoming.add_argument("--count", type=int, default=5)
+    upcoming.set_defaults(run=cmd_jobs_next)
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(run=cmd_migrate)
     sub.add_parser("plugins", help="list job types and policies").set_defaults(run=cmd_plugins)
@@ -162,26 +204,44 @@ async def _serve_dev(args: argparse.Namespace, settings: Settings) -> int:
     print(
         f"jobhost dev\n  PostgreSQL  {settings.database_url}\n  Redis       {settings.redis_url}\n"
         f"  migrations  {', '.join(applied) or 'up to date'}\n"
-        "  roles       worker (scheduler, API and notifier join as they land)\n"
+        "  roles       worker, scheduler (API and notifier join as they land)\n"
         "Try, in another terminal from this folder:  jobhost enqueue noop --payload '{}' --wait 5\n"
         "Stop with Ctrl-C.",
         flush=True,
     )
-    return await cmd_worker(args, settings)
+    async with open_services(settings) as services:
+        worker = _worker(args, services)
+        scheduler = Scheduler(services)
+
+        async def both(stop: asyncio.Event) -> None:
+            await asyncio.gather(worker.run(stop), scheduler.run(stop))
+
+        await _run_until_signalled(both)
+    return 0
+
+
+async def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_services(settings) as services:
+        await _run_until_signalled(Scheduler(services).run)
+    return 0
 
 
 async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    types = [t.strip() for t in args.types.split(",") if t.strip()] if args.types else None
     async with open_services(settings) as services:
-        worker = Worker(
-            services,
-            concurrency=args.concurrency,
-            types=types,
-            prefetch=args.prefetch,
-            claim_batch=args.claim_batch,
-        )
-        await _run_until_signalled(worker.run)
+        await _run_until_signalled(_worker(args, services).run)
     return 0
+
+
+def _worker(args: argparse.Namespace, services: Services) -> Worker:
+    """A worker configured by the worker options (shared by `worker` and `dev`)."""
+    types = [t.strip() for t in args.types.split(",") if t.strip()] if args.types else None
+    return Worker(
+        services,
+        concurrency=args.concurrency,
+        types=types,
+        prefetch=args.prefetch,
+        claim_batch=args.claim_batch,
+    )
 
 
 async def _run_until_signalled(role: Callable[[asyncio.Event], Awaitable[None]]) -> None:
@@ -367,6 +427,82 @@ async def cmd_runs_list(args: argparse.Namespace, settings: Settings) -> int:
     )
     _emit(args, {"runs": runs}, text or "no runs")
     return 0
+
+
+# -- job definitions ----------------------------------------------------------------------------
+
+
+async def cmd_jobs_create(args: argparse.Namespace, settings: Settings) -> int:
+    payload = _payload(args.payload)
+    schedule = None
+    if args.cron:
+        schedule = {
+            "cron": args.cron, "timezone": args.timezone, "misfire": args.misfire,
+            "catch_up_limit": args.catch_up_limit, "overlap": args.overlap,
+            "jitter_s": args.jitter,
+        }  # fmt: skip
+    async with open_services(settings, run_migrations=False) as services:
+        job = await JobDefinitions(services).create(
+            args.name, args.job_type, payload, schedule=schedule, priority=args.priority
+        )
+    _emit(args, job.as_dict(), f"created job {job.name} ({job.type})\n{_job_text(job)}")
+    return 0
+
+
+async def cmd_jobs_list(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_services(settings, run_migrations=False) as services:
+        jobs = await JobDefinitions(services).list()
+    text = "\n".join(_job_text(j) for j in jobs) or "no jobs"
+    _emit(args, {"jobs": [j.as_dict() for j in jobs]}, text)
+    return 0
+
+
+async def cmd_jobs_action(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_services(settings, run_migrations=False) as services:
+        defs = JobDefinitions(services)
+        if args.action == "trigger":
+            run = await defs.trigger(args.name)
+            data = {"id": run.id, "type": run.type, "state": run.state, "job": args.name}
+            _emit(args, data, f"triggered job {args.name}: run {run.id} ({run.state})")
+            return 0
+        if args.action == "delete":
+            await defs.delete(args.name)
+            _emit(args, {"deleted": args.name}, f"deleted job {args.name}")
+            return 0
+        action = {"pause": defs.pause, "resume": defs.resume, "show": defs.get}[args.action]
+        job = await action(args.name)
+    _emit(args, job.as_dict(), _job_text(job))
+    return 0
+
+
+async def cmd_jobs_next(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_services(settings, run_migrations=False) as services:
+        job = await JobDefinitions(services).get(args.name)
+    times = [t.isoformat() for t in JobDefinitions.next_times(job, args.count)]
+    _emit(args, {"job": job.name, "next": times}, "\n".join(times) or "not scheduled")
+    return 0
+
+
+def _job_text(job: JobDef) -> str:
+    if job.schedule:
+        s = job.schedule
+        when = f"cron '{s.cron}' {s.timezone}, misfire {s.misfire.value}, overlap {s.overlap.value}"
+        upcoming = JobDefinitions.next_times(job, 1)
+        nxt = upcoming[0].isoformat() if job.enabled and upcoming else "-"
+    else:
+        when, nxt = "on demand", "-"
+    state = "enabled" if job.enabled else "paused"
+    return f"{job.name:<24} {job.type:<16} {state:<8} {when}  next {nxt}"
+
+
+def _payload(raw: str) -> dict[str, Any]:
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"--payload is not valid JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise ConfigError("--payload must be a JSON object")
+    return payload
 
 
 def _run_text(run: dict[str, Any]) -> str:

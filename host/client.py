@@ -160,6 +160,21 @@ class Client:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.25)
 
+    def prepare(self, req: RunRequest) -> tuple[run_store.NewRun, QueuedRun]:
+        """Validate one request and build its PostgreSQL row and Redis entry without writing
+        either: for callers that insert inside their own transaction and enqueue after the
+        commit (the scheduler's fenced cron fires). ValidationFailed or UnknownJobType when
+        the request is invalid."""
+        return self._prepare(0, req, 1)
+
+    async def cancel(self, run_ids: Sequence[str], reason: str = "cancelled") -> set[str]:
+        """Cancel waiting or running runs: PostgreSQL marks them cancelled (final) first, then
+        Redis drops the waiting ones; a running one finishes but its result is fenced off.
+        Returns the ids that were active (and are now cancelled)."""
+        cancelled = await run_store.cancel_runs(self.services.pool, run_ids, reason)
+        await self.services.queue.cancel(sorted(cancelled))
+        return cancelled
+
 
 def _check_options(
     what: str, priority: int, max_attempts: int, timeout_s: float, req: RunRequest
@@ -199,15 +214,29 @@ def _envelope(
     timeout_s: float,
     payload_json: bytes,
 ) -> bytes:
-    """The JSON a worker needs to start the run; the payload is spliced in, not re-encoded."""
+    """`envelope` for a request."""
+    return envelope(run_id, req.type, tenant, max_attempts, timeout_s, req.job_id, payload_json)
+
+
+def envelope(
+    run_id: str,
+    job_type: str,
+    tenant: str,
+    max_attempts: int,
+    timeout_s: float,
+    job_id: str | None,
+    payload_json: bytes,
+) -> bytes:
+    """The JSON a worker needs to start the run; the payload is spliced in, not re-encoded.
+    Reconciliation builds the same envelope from a PostgreSQL row."""
     head = orjson.dumps(
         {
             "id": run_id,
-            "type": req.type,
+            "type": job_type,
             "tenant": tenant,
             "max_attempts": max_attempts,
             "timeout_s": timeout_s,
-            "job_id": req.job_id,
+            "job_id": job_id,
         }
     )
     return head[:-1] + b',"payload":' + payload_json + b"}"

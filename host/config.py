@@ -29,6 +29,12 @@ class Settings:
     tenant: str = "default"  #: tenant of runs enqueued by the CLI and client
     plugins_file: Path = Path("plugins.toml")  #: which plugins load, and policy overrides
     state_dir: Path = Path(".jobhost")  #: embedded servers' data and their state file
+    leader_lease_s: float = 10.0  #: scheduler leader lease; renewed every third of it
+    scheduler_tick_s: float = 0.5  #: longest a leader sleeps between looks at due schedules
+    misfire_grace_s: float = 60.0  #: a tick later than this was missed (see the misfire policy)
+    sweep_interval_s: float = 10.0  #: how often the leader heals PostgreSQL/Redis drift
+    sweep_age_s: float = 5.0  #: a run must be this old before the sweep re-enqueues it
+    retention_days: float = 30.0  #: finished runs older than this are pruned; 0 keeps them
     lease_s: float = 30.0  #: visibility timeout; workers extend it every lease_s / 3
     reap_interval_s: float = 2.0  #: how often a worker recovers expired leases
     shutdown_grace_s: float = 30.0  #: how long a stopping worker lets running handlers finish
@@ -45,6 +51,14 @@ class Settings:
             raise ConfigError("priority_ageing_s must be >= 0 (0: strict priority)")
         if self.pool_size < 2:
             raise ConfigError("pool_size must be at least 2")
+        if self.leader_lease_s < 1:
+            raise ConfigError("leader_lease_s must be at least 1 second")
+        if not 0.05 <= self.scheduler_tick_s <= self.leader_lease_s / 2:
+            raise ConfigError("scheduler_tick_s must be in [0.05, leader_lease_s / 2]")
+        if self.misfire_grace_s < 0 or self.sweep_age_s < 0 or self.retention_days < 0:
+            raise ConfigError("misfire_grace_s, sweep_age_s and retention_days must be >= 0")
+        if self.sweep_interval_s <= 0:
+            raise ConfigError("sweep_interval_s must be positive")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

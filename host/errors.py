@@ -97,3 +97,28 @@ class Retry(JobhostError):
 
 class PermanentFailure(JobhostError):
     """Raised by a handler when retrying cannot help: the run is dead-lettered at once."""
+
+
+class JobNotFound(JobhostError):
+    """Raised when a job definition name is not known."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"job {name!r} not found")
+        self.name = name
+
+
+class JobExists(JobhostError):
+    """Raised when a job definition with the same name already exists."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"job {name!r} already exists")
+        self.name = name
+
+
+class StaleLeader(JobhostError):
+    """Raised when a scheduler leader's write is rejected because a newer leader epoch exists."""
+
+    def __init__(self, epoch: int, current: int) -> None:
+        super().__init__(f"leader epoch {epoch} is superseded by epoch {current}")
+        self.epoch = epoch
+        self.current = current

@@ -95,6 +95,41 @@ def namespace() -> str:
 
 
 @pytest.fixture
+def private_redis_url(tmp_path: Path) -> Iterator[str]:
+    """A Redis server of this test's own (no persistence), so a test may FLUSHALL it; stopped by
+    its own PID afterwards."""
+    import subprocess
+    import time
+
+    from host.embedded import _redis_exe, free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [_redis_exe(), "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        import redis as sync_redis
+
+        client = sync_redis.Redis.from_url(url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except sync_redis.ConnectionError:
+                assert proc.poll() is None and time.monotonic() < deadline, "redis did not start"
+                time.sleep(0.05)
+        client.close()
+        yield url
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+@pytest.fixture
 async def redis(servers: ServerURLs, namespace: str) -> AsyncIterator[Redis]:
     """A Redis client; every key of the test's namespace is deleted afterwards."""
     client = Redis.from_url(servers.redis_url, decode_responses=False)

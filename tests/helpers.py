@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from host.scheduler.scheduler import Scheduler
 from host.services import Services
 from host.worker.worker import Worker
 
@@ -24,6 +25,19 @@ async def running_worker(services: Services, **options: Any) -> AsyncIterator[Wo
     task = asyncio.create_task(worker.run(stop))
     try:
         yield worker
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+@contextlib.asynccontextmanager
+async def running_scheduler(services: Services) -> AsyncIterator[Scheduler]:
+    """A scheduler running in this event loop; stopped (lease released) on exit."""
+    stop = asyncio.Event()
+    scheduler = Scheduler(services)
+    task = asyncio.create_task(scheduler.run(stop))
+    try:
+        yield scheduler
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)

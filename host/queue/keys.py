@@ -58,6 +58,13 @@ class Keys:
         self.config = self.prefix + "config"
         #: HASH worker id -> heartbeat JSON (host, pid, types, running, last seen).
         self.workers = self.prefix + "workers"
+        #: STRING owner id of the scheduler leader; expires with the lease (PX).
+        self.leader = self.prefix + "leader"
+        #: STRING counter handing out leader epochs (fencing tokens).
+        self.leader_epoch = self.prefix + "leader:epoch"
+        #: STRING generation marker, written by the leader once Redis agrees with PostgreSQL; a
+        #: missing marker means Redis lost its data and the leader rebuilds it from PostgreSQL.
+        self.generation = self.prefix + "generation"
 
     def ready(self, job_type: str, lane: str = "default") -> str:
         """ZSET run id -> score (priority, then FIFO): the ready queue of one lane of a type.

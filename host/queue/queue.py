@@ -184,6 +184,30 @@ class Queue:
         keys = [k.delayed, k.meta, k.wake]
         return int(await self._scripts.call("promote", keys, [k.prefix, limit]))
 
+    async def cancel(self, run_ids: Sequence[str]) -> dict[str, str]:
+        """Take cancelled runs out of the queue; returns per id "removed", "in_flight" (left to
+        its worker, whose finish PostgreSQL fences) or "unknown"."""
+        if not run_ids:
+            return {}
+        k = self.keys
+        keys = [k.env, k.meta, k.att, k.owner, k.delayed, k.inflight, k.progress]
+        out = await self._scripts.call("cancel", keys, [k.prefix, *run_ids])
+        names = {1: "removed", 0: "in_flight", -1: "unknown"}
+        return {run_id: names[int(code)] for run_id, code in zip(run_ids, out, strict=True)}
+
+    async def known(self, run_ids: Sequence[str], chunk: int = 1000) -> set[str]:
+        """The ids Redis holds an envelope for (ready, delayed, in flight or dying), checked in
+        pipelined batches."""
+        found: set[str] = set()
+        for start in range(0, len(run_ids), chunk):
+            part = run_ids[start : start + chunk]
+            pipe = self.redis.pipeline(transaction=False)
+            for run_id in part:
+                pipe.hexists(self.keys.env, run_id)
+            flags = await pipe.execute()
+            found.update(r for r, flag in zip(part, flags, strict=True) if flag)
+        return found
+
     async def wait_for_work(self, timeout_s: float) -> bool:
         """Block until an enqueue pushes a wake token or `timeout_s` passes; True if woken."""
         got = await self.redis.blpop([self.keys.wake], timeout=max(timeout_s, 0.001))

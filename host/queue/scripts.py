@@ -21,7 +21,10 @@ LUA_DIR = Path(__file__).with_name("lua")
 _INCLUDE = re.compile(r'^--- @include "([a-z_]+)"\s*$', re.MULTILINE)
 
 #: The atomic operations, one file each.
-SCRIPT_NAMES = ("enqueue", "claim", "ack", "retry", "release", "extend", "reap", "bury", "promote")
+SCRIPT_NAMES = (
+    "enqueue", "claim", "ack", "retry", "release", "extend", "reap", "bury", "promote", "cancel",
+    "leader_acquire", "leader_renew", "leader_release",
+)  # fmt: skip
 
 
 @cache

@@ -207,6 +207,147 @@ async def mark_released(
     await conn.execute(_RELEASE, [r[0] for r in released], [r[1] for r in released])
 
 
+_CANCEL = """
+UPDATE runs
+SET state = 'cancelled', finished_at = now(), error = $2
+WHERE id = ANY($1::uuid[]) AND state IN ('scheduled', 'queued', 'running', 'retrying')
+RETURNING id
+"""
+
+
+async def cancel_runs(
+    conn: asyncpg.Pool | asyncpg.Connection, run_ids: Sequence[str], reason: str = "cancelled"
+) -> set[str]:
+    """Mark active runs cancelled (final); returns the ids that were active. A worker still
+    running one finds its finish fenced (a final state is never overwritten)."""
+    if not run_ids:
+        return set()
+    rows = await conn.fetch(_CANCEL, list(run_ids), reason)
+    return {str(row["id"]) for row in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveRun:
+    """An active run as reconciliation needs it to enqueue it again."""
+
+    id: str
+    tenant_id: str
+    type: str
+    job_id: str | None
+    state: str
+    payload_json: str
+    priority: int
+    attempt: int
+    max_attempts: int
+    timeout_s: float
+    delay_s: float  #: run_at - now (PostgreSQL clock), 0 when due
+
+
+_ACTIVE_COLUMNS = """id, tenant_id, type, job_id, state, payload::text AS payload_json, priority,
+    attempt, max_attempts, timeout_s,
+    greatest(0, extract(epoch FROM run_at - now()))::float8 AS delay_s"""
+
+
+async def active_run_ids(
+    conn: asyncpg.Pool | asyncpg.Connection,
+    *,
+    after: str | None,
+    limit: int,
+    older_than_s: float = 0.0,
+) -> list[str]:
+    """Ids of active runs in id order from `after` (keyset paging), created at least
+    `older_than_s` ago."""
+    rows = await conn.fetch(
+        """SELECT id FROM runs
+           WHERE state IN ('scheduled', 'queued', 'running', 'retrying')
+             AND ($1::uuid IS NULL OR id > $1::uuid)
+             AND created_at <= now() - make_interval(secs => $2)
+           ORDER BY id LIMIT $3""",
+        after,
+        older_than_s,
+        limit,
+    )
+    return [str(row["id"]) for row in rows]
+
+
+async def active_runs(
+    conn: asyncpg.Pool | asyncpg.Connection, run_ids: Sequence[str]
+) -> list[ActiveRun]:
+    """The runs among `run_ids` that are still active, with what enqueueing them needs."""
+    if not run_ids:
+        return []
+    rows = await conn.fetch(
+        f"""SELECT {_ACTIVE_COLUMNS} FROM runs
+            WHERE id = ANY($1::uuid[])
+              AND state IN ('scheduled', 'queued', 'running', 'retrying')""",
+        list(run_ids),
+    )
+    return [
+        ActiveRun(
+            id=str(r["id"]), tenant_id=r["tenant_id"], type=r["type"],
+            job_id=str(r["job_id"]) if r["job_id"] else None, state=r["state"],
+            payload_json=r["payload_json"], priority=r["priority"], attempt=r["attempt"],
+            max_attempts=r["max_attempts"], timeout_s=r["timeout_s"], delay_s=r["delay_s"],
+        )
+        for r in rows
+    ]  # fmt: skip
+
+
+async def active_runs_of_jobs(
+    conn: asyncpg.Pool | asyncpg.Connection, job_ids: Sequence[str]
+) -> dict[str, list[tuple[str, str]]]:
+    """Per job id, its active runs as (run id, state)."""
+    if not job_ids:
+        return {}
+    rows = await conn.fetch(
+        """SELECT job_id, id, state FROM runs
+           WHERE job_id = ANY($1::uuid[])
+             AND state IN ('scheduled', 'queued', 'running', 'retrying')""",
+        list(job_ids),
+    )
+    out: dict[str, list[tuple[str, str]]] = {}
+    for row in rows:
+        out.setdefault(str(row["job_id"]), []).append((str(row["id"]), row["state"]))
+    return out
+
+
+async def promote_due(conn: asyncpg.Pool | asyncpg.Connection, limit: int = 1000) -> int:
+    """Show scheduled and retrying runs whose time has come as queued (Redis promotes them by
+    itself; this keeps PostgreSQL's view honest). Returns how many moved."""
+    result: str = await conn.execute(
+        """UPDATE runs SET state = 'queued'
+           WHERE id IN (SELECT id FROM runs
+                        WHERE state IN ('scheduled', 'retrying') AND run_at <= now()
+                        LIMIT $1)
+             AND state IN ('scheduled', 'retrying')""",
+        limit,
+    )
+    return int(result.split()[-1])
+
+
+async def prune_finished(
+    conn: asyncpg.Pool | asyncpg.Connection, older_than_s: float, limit: int
+) -> int:
+    """Delete up to `limit` final runs (and their attempts) finished more than `older_than_s`
+    ago; returns how many."""
+    deleted: int = await conn.fetchval(
+        """WITH gone AS (
+               DELETE FROM runs
+               WHERE id IN (SELECT id FROM runs
+                            WHERE state IN ('succeeded', 'dead', 'cancelled')
+                              AND finished_at < now() - make_interval(secs => $1)
+                            LIMIT $2)
+               RETURNING id
+           ), history AS (
+               DELETE FROM attempts WHERE run_id IN (SELECT id FROM gone)
+           )
+           SELECT count(*) FROM gone""",
+        older_than_s,
+        limit,
+    )
+    return deleted
+
+
 async def get_run(
     conn: asyncpg.Pool | asyncpg.Connection, run_id: str, tenant_id: str | None = None
 ) -> dict[str, Any] | None:

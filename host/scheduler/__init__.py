@@ -1,0 +1,1 @@
+"""The scheduler role: leader lease, cron firing, reconciliation with PostgreSQL, retention."""
