@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--overlap", choices=["allow", "skip", "queue_one", "cancel_previous"], default="allow"
     )
     create.add_argument("--jitter", type=float, default=0.0, help="spread fires by up to S s")
+    create.add_argument(
+        "--backfill-on-resume", action="store_true",
+        help="on resume, treat paused ticks as missed (the misfire policy decides)",
+    )  # fmt: skip
     create.add_argument("--priority", type=int)
     create.set_defaults(run=cmd_jobs_create)
     jobs.add_parser("list", help="definitions with their next fire time").set_defaults(
@@ -439,7 +443,7 @@ async def cmd_jobs_create(args: argparse.Namespace, settings: Settings) -> int:
         schedule = {
             "cron": args.cron, "timezone": args.timezone, "misfire": args.misfire,
             "catch_up_limit": args.catch_up_limit, "overlap": args.overlap,
-            "jitter_s": args.jitter,
+            "jitter_s": args.jitter, "backfill_on_resume": args.backfill_on_resume,
         }  # fmt: skip
     async with open_services(settings, run_migrations=False) as services:
         job = await JobDefinitions(services).create(

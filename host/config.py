@@ -35,6 +35,7 @@ class Settings:
     sweep_interval_s: float = 10.0  #: how often the leader heals PostgreSQL/Redis drift
     sweep_age_s: float = 5.0  #: a run must be this old before the sweep re-enqueues it
     retention_days: float = 30.0  #: finished runs older than this are pruned; 0 keeps them
+    dead_retention_days: float = 90.0  #: the same for dead runs (the dead letters); 0 keeps
     lease_s: float = 30.0  #: visibility timeout; workers extend it every lease_s / 3
     reap_interval_s: float = 2.0  #: how often a worker recovers expired leases
     shutdown_grace_s: float = 30.0  #: how long a stopping worker lets running handlers finish
@@ -55,8 +56,10 @@ class Settings:
             raise ConfigError("leader_lease_s must be at least 1 second")
         if not 0.05 <= self.scheduler_tick_s <= self.leader_lease_s / 2:
             raise ConfigError("scheduler_tick_s must be in [0.05, leader_lease_s / 2]")
-        if self.misfire_grace_s < 0 or self.sweep_age_s < 0 or self.retention_days < 0:
-            raise ConfigError("misfire_grace_s, sweep_age_s and retention_days must be >= 0")
+        if min(self.misfire_grace_s, self.sweep_age_s, self.retention_days) < 0 or (
+            self.dead_retention_days < 0
+        ):
+            raise ConfigError("misfire_grace_s, sweep_age_s and the retention days must be >= 0")
         if self.sweep_interval_s <= 0:
             raise ConfigError("sweep_interval_s must be positive")
 

@@ -61,6 +61,9 @@ class Schedule:
     catch_up_limit: int = 10  #: most missed ticks fired by catch_up
     overlap: Overlap = Overlap.ALLOW
     jitter_s: float = 0.0  #: each fire is delayed by up to this many seconds
+    #: On resume after a pause: False (default) restarts from the next tick, nothing owed;
+    #: True treats the paused ticks as missed, so the misfire policy decides (once, catch_up).
+    backfill_on_resume: bool = False
 
     @property
     def zone(self) -> ZoneInfo:
@@ -74,6 +77,7 @@ class Schedule:
             "catch_up_limit": self.catch_up_limit,
             "overlap": self.overlap.value,
             "jitter_s": self.jitter_s,
+            "backfill_on_resume": self.backfill_on_resume,
         }
 
 
@@ -81,12 +85,17 @@ def parse_schedule(data: dict[str, object], *, path: str = "/schedule") -> Sched
     """A Schedule from its JSON form, validated; ValidationFailed names each bad field."""
     errors: list[FieldError] = []
     known = {"cron", "timezone", "misfire", "catch_up_limit", "overlap", "jitter_s"}
+    known.add("backfill_on_resume")
     for key in sorted(set(data) - known):
         errors.append(FieldError(f"{path}/{key}", "unknown field"))
     cron = data.get("cron")
     if not isinstance(cron, str) or not _valid_cron(cron):
         errors.append(
-            FieldError(f"{path}/cron", f"{cron!r} is not a 5- or 6-field cron expression")
+            FieldError(
+                f"{path}/cron",
+                f"{cron!r} is not a 5- or 6-field cron expression or an alias "
+                f"({', '.join(sorted(ALIASES))})",
+            )
         )
     timezone = data.get("timezone", "UTC")
     if not isinstance(timezone, str) or not _valid_zone(timezone):
@@ -104,13 +113,17 @@ def parse_schedule(data: dict[str, object], *, path: str = "/schedule") -> Sched
     jitter = data.get("jitter_s", 0.0)
     if not isinstance(jitter, int | float) or isinstance(jitter, bool) or not 0 <= jitter <= 3600:
         errors.append(FieldError(f"{path}/jitter_s", "must be a number of seconds in [0, 3600]"))
+    backfill = data.get("backfill_on_resume", False)
+    if not isinstance(backfill, bool):
+        errors.append(FieldError(f"{path}/backfill_on_resume", "must be true or false"))
     if errors:
         raise ValidationFailed("schedule", errors)
     assert isinstance(cron, str) and isinstance(timezone, str)
     assert isinstance(limit, int) and isinstance(jitter, int | float)
     schedule = Schedule(
-        cron, timezone, Misfire(str(misfire)), limit, Overlap(str(overlap)), float(jitter)
-    )
+        cron, timezone, Misfire(str(misfire)), limit, Overlap(str(overlap)), float(jitter),
+        bool(backfill),
+    )  # fmt: skip
     try:
         next_fire(schedule, datetime.now(UTC))
     except CroniterBadDateError:
@@ -120,7 +133,15 @@ def parse_schedule(data: dict[str, object], *, path: str = "/schedule") -> Sched
     return schedule
 
 
+#: Aliases croniter understands, for the usual schedules.
+ALIASES = frozenset(
+    {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
+)
+
+
 def _valid_cron(expr: str) -> bool:
+    if expr.strip() in ALIASES:
+        return True
     return len(expr.split()) in (5, 6) and bool(croniter.is_valid(expr))
 
 

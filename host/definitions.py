@@ -68,10 +68,15 @@ class JobDefinitions:
         return await self._set(name, False, job.next_fire_at)
 
     async def resume(self, name: str) -> JobDef:
-        """Enable again; the schedule restarts from its next tick (paused ticks are not owed)."""
+        """Enable again. By default the schedule restarts from its next tick (paused ticks are
+        not owed); with `backfill_on_resume` the paused ticks count as missed and the misfire
+        policy decides (skip, once, catch_up)."""
         job = await self.get(name)
-        first = next_fire(job.schedule, datetime.now(UTC)) if job.schedule else None
-        return await self._set(name, True, first)
+        if job.schedule is None:
+            return await self._set(name, True, None)
+        if job.schedule.backfill_on_resume and job.next_fire_at is not None:
+            return await self._set(name, True, job.next_fire_at)
+        return await self._set(name, True, next_fire(job.schedule, datetime.now(UTC)))
 
     async def _set(self, name: str, enabled: bool, next_at: datetime | None) -> JobDef:
         job = await job_store.set_enabled(self.services.pool, self.tenant, name, enabled, next_at)

@@ -9,6 +9,8 @@ touched, so the suite can run against shared servers.
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -94,39 +96,64 @@ def namespace() -> str:
     return f"t-{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture
-def private_redis_url(tmp_path: Path) -> Iterator[str]:
-    """A Redis server of this test's own (no persistence), so a test may FLUSHALL it; stopped by
-    its own PID afterwards."""
-    import subprocess
-    import time
+class PrivateRedis:
+    """A Redis server of one test's own (no persistence), so the test may FLUSHALL it or restart
+    it empty; stopped by its own PID afterwards."""
 
-    from host.embedded import _redis_exe, free_port
+    def __init__(self, directory: Path) -> None:
+        from host.embedded import free_port
 
-    port = free_port()
-    proc = subprocess.Popen(
-        [_redis_exe(), "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-         "--appendonly", "no", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
         import redis as sync_redis
 
-        client = sync_redis.Redis.from_url(url)
+        from host.embedded import _redis_exe
+
+        self.proc = subprocess.Popen(
+            [_redis_exe(), "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+             "--appendonly", "no", "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = sync_redis.Redis.from_url(self.url)
         deadline = time.monotonic() + 10
         while True:
             try:
                 client.ping()
                 break
             except sync_redis.ConnectionError:
-                assert proc.poll() is None and time.monotonic() < deadline, "redis did not start"
+                assert self.proc.poll() is None and time.monotonic() < deadline, "no redis"
                 time.sleep(0.05)
         client.close()
-        yield url
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+    def restart_empty(self) -> None:
+        """Crash and come back with nothing: a restart without persistence."""
+        self.stop()
+        self.start()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
+    server.start()
+    try:
+        yield server
     finally:
-        proc.kill()
-        proc.wait(10)
+        server.stop()
+
+
+@pytest.fixture
+def private_redis_url(private_redis: PrivateRedis) -> str:
+    return private_redis.url
 
 
 @pytest.fixture

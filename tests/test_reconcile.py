@@ -14,6 +14,7 @@ from dataclasses import replace
 import orjson
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from host.client import Client, RunRequest
 from host.config import Settings
@@ -23,6 +24,7 @@ from host.scheduler import reconcile
 from host.scheduler.scheduler import Scheduler
 from host.services import Services, open_services
 from host.store import runs as run_store
+from tests.conftest import PrivateRedis
 from tests.helpers import executions, running_scheduler, running_worker, wait_until
 
 pytestmark = pytest.mark.slow
@@ -46,8 +48,14 @@ def logged(servers: ServerURLs, namespace: str, **extra: object) -> dict[str, ob
     return {"redis_url": servers.redis_url, "namespace": namespace, **extra}
 
 
+@pytest.mark.parametrize("loss", ["flushall", "restart"])
 async def test_redis_data_loss_is_rebuilt_from_postgres(
-    private_services: Services, servers: ServerURLs, namespace: str, services: Services
+    private_services: Services,
+    servers: ServerURLs,
+    namespace: str,
+    services: Services,
+    private_redis: PrivateRedis,
+    loss: str,
 ) -> None:
     svc = private_services
     client = Client(svc)
@@ -66,8 +74,11 @@ async def test_redis_data_loss_is_rebuilt_from_postgres(
             totals = await svc.queue.totals()
             assert totals["delayed"] == 500 and totals["known"] >= 2500
             lost_at = time.monotonic()
-            await svc.redis.flushall()  # the private server: Redis lost everything
-            await wait_until(lambda: svc.redis.exists(svc.queue.keys.generation), 20)
+            if loss == "flushall":
+                await svc.redis.flushall()  # the private server: Redis lost everything
+            else:
+                private_redis.restart_empty()  # crashed, back without persistence
+            await wait_until(lambda: _generation_back(svc), 20)
             rebuilt_after = time.monotonic() - lost_at
             await wait_until(lambda: _all_final(svc, ids), 90, 0.5)
         assert scheduler.stats.rebuilt >= 2000
@@ -79,13 +90,20 @@ async def test_redis_data_loss_is_rebuilt_from_postgres(
     duplicated = sum(n - 1 for n in per_run.values())
     print(
         orjson.dumps(
-            {"id": "R1-small", "jobs": len(ids), "in_flight_at_loss": in_flight,
+            {"id": f"R1-small-{loss}", "jobs": len(ids), "in_flight_at_loss": in_flight,
              "rebuilt": scheduler.stats.rebuilt, "rebuild_s": round(rebuilt_after, 2),
              "lost": 0, "duplicated": duplicated, "max_exec_per_job": max(per_run.values())}
         ).decode()
     )  # fmt: skip
     assert duplicated <= in_flight  # only runs in flight at the loss may run twice
     assert await svc.queue.totals() == {"delayed": 0, "in_flight": 0, "dying": 0, "known": 0}
+
+
+async def _generation_back(svc: Services) -> bool:
+    try:
+        return bool(await svc.redis.exists(svc.queue.keys.generation))
+    except RedisConnectionError:  # this client's pooled connections died with the old server
+        return False
 
 
 async def _in_flight_at_least(svc: Services, n: int) -> bool:

@@ -325,6 +325,29 @@ async def test_retention_prunes_old_finished_runs_in_batches(services: Services)
     assert (await client.get(keep))["state"] == "queued"
 
 
+async def test_dead_letters_are_kept_longer_than_other_finished_runs(services: Services) -> None:
+    from host.scheduler import retention
+
+    client = Client(services)
+    done = [r.id for r in await client.enqueue_many([RunRequest("noop", {})] * 3)]
+    dead = [r.id for r in await client.enqueue_many([RunRequest("noop", {})] * 2)]
+    for ids, state in ((done, "succeeded"), (dead, "dead")):
+        await services.pool.execute(
+            """UPDATE runs SET state = $2, finished_at = now() - interval '40 days'
+               WHERE id = ANY($1::uuid[])""",
+            ids, state,
+        )  # fmt: skip
+    defaults = services.settings
+    term, ns = Term("me", 1), defaults.namespace
+    pruned = await retention.prune(
+        services.pool, ns, term, defaults.retention_days,
+        dead_retention_days=defaults.dead_retention_days,
+    )  # fmt: skip
+    assert (defaults.retention_days, defaults.dead_retention_days) == (30.0, 90.0)
+    assert pruned == 3
+    assert await run_store.count_by_state(services.pool) == {"dead": 2}
+
+
 async def test_due_runs_show_as_queued_in_postgres(services: Services) -> None:
     client = Client(services)
     soon = (await client.enqueue("noop", {}, delay_s=0.05)).id
@@ -371,3 +394,36 @@ async def test_a_leader_whose_epoch_redis_forgot_takes_a_higher_one(services: Se
     assert scheduler.lease.term is not None and scheduler.lease.term.epoch == 8
     await scheduler.tick(scheduler.lease.term)
     assert await recorded_epoch(services.pool, ns) == 8
+
+
+@pytest.mark.parametrize(("backfill", "misfire", "owed"), [(False, "once", 0), (True, "once", 1)])
+async def test_paused_jobs_do_not_fire_and_resume_backfills_only_if_asked(
+    services: Services, backfill: bool, misfire: str, owed: int
+) -> None:
+    defs = JobDefinitions(services)
+    job = await defs.create(
+        "paused", "noop", {},
+        schedule={"cron": "* * * * *", "misfire": misfire, "backfill_on_resume": backfill},
+    )  # fmt: skip
+    await defs.pause("paused")
+    await _past_due(services, job.id, 600)  # paused through ten minutely ticks
+    scheduler = Scheduler(services)
+    term = await scheduler.lease.try_acquire(0)
+    assert term is not None
+    await scheduler.fire_due(term)
+    assert await cron_runs(services, job.id) == []  # paused: nothing fires
+    await defs.resume("paused")
+    await scheduler.fire_due(term)
+    now = datetime.now(UTC)
+    late = [t for t, _ in await cron_runs(services, job.id) if now - t > timedelta(seconds=61)]
+    assert len(late) == owed
+
+
+def test_cron_aliases_are_accepted() -> None:
+    from host.cron import next_fire, parse_schedule
+
+    hourly = parse_schedule({"cron": "@hourly"})
+    fire = next_fire(hourly, datetime(2026, 1, 1, 10, 30, tzinfo=UTC))
+    assert fire == datetime(2026, 1, 1, 11, 0, tzinfo=UTC)
+    with pytest.raises(ValidationFailed, match="or an alias"):
+        parse_schedule({"cron": "@sometimes"})

@@ -1,5 +1,6 @@
-"""Retention: delete finished runs (with their attempts) older than `retention_days`, in
-bounded batches so a large backlog never holds long locks or one huge transaction.
+"""Retention: delete finished runs (with their attempts) older than `retention_days` (dead
+runs, the dead letters, after `dead_retention_days`, longer by default), in bounded batches so
+a large backlog never holds long locks or one huge transaction.
 
 Pruning old cron runs is safe for cron de-duplication: a tick is fired only from a job's
 `next_fire_at` onward, which moves forward in the same transaction as the fire, so a pruned
@@ -26,20 +27,25 @@ async def prune(
     term: Term,
     retention_days: float,
     *,
+    dead_retention_days: float = 0.0,
     batch: int = BATCH,
     max_batches: int = 10,
 ) -> int:
-    """Delete up to `batch * max_batches` expired runs, one transaction per batch; returns how
-    many. 0 days keeps everything."""
-    if retention_days <= 0:
-        return 0
+    """Delete up to `batch * max_batches` expired runs of each kind, one transaction per batch;
+    returns how many. 0 days keeps that kind."""
     total = 0
-    for _ in range(max_batches):
-        async with fenced(pool, namespace, term) as conn:
-            deleted = await run_store.prune_finished(conn, retention_days * 86400, batch)
-        total += deleted
-        if deleted < batch:
-            break
-    if total:
-        log.info("pruned %d runs finished more than %g days ago", total, retention_days)
+    kinds = [(retention_days, ("succeeded", "cancelled")), (dead_retention_days, ("dead",))]
+    for days, states in kinds:
+        if days <= 0:
+            continue
+        pruned = 0
+        for _ in range(max_batches):
+            async with fenced(pool, namespace, term) as conn:
+                deleted = await run_store.prune_finished(conn, days * 86400, batch, states)
+            pruned += deleted
+            if deleted < batch:
+                break
+        if pruned:
+            log.info("pruned %d %s runs older than %g days", pruned, "/".join(states), days)
+        total += pruned
     return total

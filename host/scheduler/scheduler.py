@@ -172,7 +172,11 @@ class Scheduler:
         if now - self._last_prune >= RETENTION_INTERVAL_S:
             self._last_prune = now
             self.stats.pruned += await retention.prune(
-                services.pool, self.namespace, term, self.settings.retention_days
+                services.pool,
+                self.namespace,
+                term,
+                self.settings.retention_days,
+                dead_retention_days=self.settings.dead_retention_days,
             )
         return await self._sleep_for()
 

@@ -326,7 +326,10 @@ async def promote_due(conn: asyncpg.Pool | asyncpg.Connection, limit: int = 1000
 
 
 async def prune_finished(
-    conn: asyncpg.Pool | asyncpg.Connection, older_than_s: float, limit: int
+    conn: asyncpg.Pool | asyncpg.Connection,
+    older_than_s: float,
+    limit: int,
+    states: Sequence[str] = ("succeeded", "cancelled"),
 ) -> int:
     """Delete up to `limit` final runs (and their attempts) finished more than `older_than_s`
     ago; returns how many."""
@@ -334,8 +337,9 @@ async def prune_finished(
         """WITH gone AS (
                DELETE FROM runs
                WHERE id IN (SELECT id FROM runs
-                            WHERE state IN ('succeeded', 'dead', 'cancelled')
-                              AND finished_at < now() - make_interval(secs => $1)
+                            WHERE state = ANY($3::text[])
+                              AND coalesce(finished_at, created_at)
+                                  < now() - make_interval(secs => $1)
                             LIMIT $2)
                RETURNING id
            ), history AS (
@@ -344,6 +348,7 @@ async def prune_finished(
            SELECT count(*) FROM gone""",
         older_than_s,
         limit,
+        [s for s in states if s in ("succeeded", "dead", "cancelled")],
     )
     return deleted
 
