@@ -280,3 +280,33 @@ async def _state(client: Client, run_id: str, state: str) -> bool:
 async def _any_running(client: Client, ids: list[str]) -> bool:
     states = [(await client.get(i))["state"] for i in ids]
     return "running" in states
+
+
+async def test_a_stopping_worker_gives_up_on_an_unreachable_database(
+    client: Client, services: Services, registry
+) -> None:
+    """Its results cannot be recorded: it stops anyway (grace + 10 s), and the runs it held come
+    back through lease expiry and complete on another worker."""
+    import dataclasses
+
+    from host.services import open_services
+
+    ids = [r.id for r in await client.enqueue_many([RunRequest("noop", {})] * 3)]
+    settings = dataclasses.replace(services.settings, shutdown_grace_s=0.5)
+    services.settings = settings
+    await services.hot_pool.close()  # this worker can no longer write results
+    stop = asyncio.Event()
+    worker = Worker(services, types=["noop"])
+    task = asyncio.create_task(worker.run(stop))
+    await wait_until(lambda: _all_in_flight(services, 3), 10)
+    began = time.monotonic()
+    stop.set()
+    await asyncio.wait_for(task, 30)
+    assert time.monotonic() - began < 20
+    async with open_services(settings, registry) as fresh, running_worker(fresh):
+        runs = [await Client(fresh).wait(i, 30) for i in ids]
+    assert {r["state"] for r in runs} == {"succeeded"} and {r["attempt"] for r in runs} == {2}
+
+
+async def _all_in_flight(services: Services, n: int) -> bool:
+    return (await services.queue.totals())["in_flight"] >= n

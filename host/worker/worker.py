@@ -42,6 +42,12 @@ START_MARK_AFTER_S = 0.2
 #: Longest an idle worker blocks on the wake list before claiming again (a safety net: enqueues,
 #: retries and reaps push wake tokens, and claims report when the next delayed run is due).
 IDLE_WAIT_S = 5.0
+#: How long past its grace period a stopping worker keeps retrying writes that fail.
+ABANDON_AFTER_S = 10.0
+
+
+class _Abandoned(Exception):
+    """Raised inside a stopping worker that gave up retrying a write."""
 
 
 @dataclass
@@ -109,6 +115,7 @@ class Worker:
         self._run_started = asyncio.Event()
         self._stopping = False
         self._claimer_idle = False
+        self._abandon_at: float | None = None
         self._threads = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="jobhost")
         self._started = time.time()
 
@@ -155,6 +162,7 @@ class Worker:
         """Stop claiming, hand back unstarted runs at once, let running handlers finish within the
         grace period, hand back the ones that did not, and flush every result before returning."""
         self._stopping = True
+        self._abandon_at = time.monotonic() + self.settings.shutdown_grace_s + ABANDON_AFTER_S
         self._slot_free.set()  # a claimer waiting for a free slot looks again and stops
         if self._claimer_idle:
             claimer.cancel()
@@ -283,7 +291,12 @@ class Worker:
                 else:
                     batch.append(item)
             if batch:
-                await self._flush(batch)
+                try:
+                    await self._flush(batch)
+                except _Abandoned as exc:
+                    log.error(
+                        "%s; %d results unrecorded, their runs will run again", exc, len(batch)
+                    )
 
     async def _flush(self, results: list[AttemptResult]) -> None:
         flush = self._decide(results)
@@ -371,9 +384,13 @@ class Worker:
         for lease in leases:  # no longer ours to extend
             self._held.pop(lease.id, None)
         pairs = [(lease.id, lease.token) for lease in leases]
-        await self._redis_retrying(lambda: self.queue.release(pairs), "release")
         marks = [(lease.id, lease.attempt) for lease in leases]
-        await self._persist(lambda conn: run_store.mark_released(conn, marks), "release")
+        try:
+            await self._redis_retrying(lambda: self.queue.release(pairs), "release")
+            await self._persist(lambda conn: run_store.mark_released(conn, marks), "release")
+        except _Abandoned as exc:
+            log.error("%s; %d runs come back when their leases expire", exc, len(leases))
+            return
         self.stats.released += len(leases)
 
     async def _persist(self, write: Any, what: str) -> Any:
@@ -386,6 +403,7 @@ class Worker:
                     return await write(conn)
             except Exception as exc:
                 errors += 1
+                self._check_abandon(what, exc)
                 await self._pause_after_error(f"PostgreSQL ({what})", exc, errors)
 
     async def _redis_retrying(self, call: Any, what: str) -> list[str]:
@@ -396,7 +414,14 @@ class Worker:
                 return result
             except Exception as exc:
                 errors += 1
+                self._check_abandon(what, exc)
                 await self._pause_after_error(f"Redis ({what})", exc, errors)
+
+    def _check_abandon(self, what: str, exc: Exception) -> None:
+        """A stopping worker retries a failing write only for a while past its grace period;
+        then it gives up: the leases it holds expire and the runs are claimed again."""
+        if self._abandon_at is not None and time.monotonic() > self._abandon_at:
+            raise _Abandoned(f"gave up on {what} while stopping: {type(exc).__name__}: {exc}")
 
     async def _notify(self, flush: _Flush, applied: set[str]) -> None:
         hook = self.registry.pm.hook
