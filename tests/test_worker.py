@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import time
 
+import orjson
 import pytest
 
 from host.client import Client, RunRequest
@@ -259,11 +260,12 @@ async def test_the_finish_statement_uses_index_lookups_on_a_grown_table(services
         )
     async with services.hot_pool.acquire() as conn:
         ids = [r["id"] for r in await conn.fetch("SELECT id FROM runs LIMIT 200")]
-        plan = await conn.fetch(
-            "EXPLAIN " + run_store._FINISH,
-            ids, [1] * 200, ["succeeded"] * 200, ["succeeded"] * 200, ["w"] * 200,
-            [0.0] * 200, [1.0] * 200, [None] * 200, [None] * 200, [None] * 200, [0.0] * 200,
-        )  # fmt: skip
+        batch = [
+            {"id": str(i), "attempt": 1, "state": "succeeded", "outcome": "succeeded",
+             "worker": "w", "started_at": 0.0, "finished_at": 1.0, "retry_in_s": 0.0}
+            for i in ids
+        ]  # fmt: skip
+        plan = await conn.fetch("EXPLAIN " + run_store._FINISH, orjson.dumps(batch).decode())
     text = "\n".join(r[0] for r in plan)
     assert "Seq Scan on runs" not in text, text
     assert "Index Scan using runs_pkey" in text, text

@@ -56,24 +56,22 @@ class Finish:
 _INSERT = """
 INSERT INTO runs (tenant_id, id, type, job_id, state, payload, priority, max_attempts,
                   timeout_s, idempotency_key, scheduled_for, run_at)
-SELECT u.tenant_id, u.id, u.type, u.job_id, u.state, u.payload::jsonb, u.priority,
+SELECT u.tenant_id, u.id, u.type, u.job_id, u.state, u.payload, u.priority,
        u.max_attempts, u.timeout_s, u.idem, u.scheduled_for,
        now() + make_interval(secs => u.delay_s)
-FROM unnest($1::text[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::text[], $7::int[],
-            $8::int[], $9::float8[], $10::text[], $11::timestamptz[], $12::float8[])
-     AS u(tenant_id, id, type, job_id, state, payload, priority, max_attempts, timeout_s, idem,
-          scheduled_for, delay_s)
+FROM json_to_recordset($1::json)
+     AS u(tenant_id text, id uuid, type text, job_id uuid, state text, payload jsonb,
+          priority int, max_attempts int, timeout_s float8, idem text,
+          scheduled_for timestamptz, delay_s float8)
 ON CONFLICT DO NOTHING
 RETURNING id
 """
 
 _FINISH = """
 WITH f AS (
-    SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[],
-                         $6::float8[], $7::float8[], $8::text[], $9::text[], $10::text[],
-                         $11::float8[])
-        AS f(id, attempt, state, outcome, worker, started_at, finished_at, result, error,
-             traceback, retry_in_s)
+    SELECT * FROM json_to_recordset($1::json)
+        AS f(id uuid, attempt int, state text, outcome text, worker text, started_at float8,
+             finished_at float8, result jsonb, error text, traceback text, retry_in_s float8)
 ), recorded AS (
     INSERT INTO attempts (tenant_id, run_id, attempt, worker, started_at, finished_at, outcome,
                           error, traceback)
@@ -88,7 +86,7 @@ SET state = f.state,
     worker = f.worker,
     started_at = COALESCE(to_timestamp(f.started_at), r.started_at),
     finished_at = CASE WHEN f.state IN ('succeeded', 'dead') THEN to_timestamp(f.finished_at) END,
-    result = f.result::jsonb,
+    result = f.result,
     error = f.error,
     run_at = CASE WHEN f.state = 'retrying'
                   THEN to_timestamp(f.finished_at) + make_interval(secs => f.retry_in_s)
@@ -104,8 +102,7 @@ _START = """
 UPDATE runs r
 SET state = 'running', attempt = s.attempt, worker = s.worker,
     started_at = to_timestamp(s.started_at)
-FROM unnest($1::uuid[], $2::int[], $3::text[], $4::float8[])
-     AS s(id, attempt, worker, started_at)
+FROM json_to_recordset($1::json) AS s(id uuid, attempt int, worker text, started_at float8)
 WHERE r.id = s.id
   AND (r.attempt < s.attempt OR (r.attempt = s.attempt AND r.state = 'running'))
   AND r.state IN ('scheduled', 'queued', 'retrying', 'running')
@@ -128,21 +125,17 @@ async def insert_runs(conn: asyncpg.Pool | asyncpg.Connection, runs: Sequence[Ne
     their idempotency key or id)."""
     if not runs:
         return set()
-    rows = await conn.fetch(
-        _INSERT,
-        [r.tenant_id for r in runs],
-        [r.id for r in runs],
-        [r.type for r in runs],
-        [r.job_id for r in runs],
-        [RunState.SCHEDULED if r.delay_s > 0 else RunState.QUEUED for r in runs],
-        [r.payload_json for r in runs],
-        [r.priority for r in runs],
-        [r.max_attempts for r in runs],
-        [r.timeout_s for r in runs],
-        [r.idempotency_key for r in runs],
-        [r.scheduled_for for r in runs],
-        [r.delay_s for r in runs],
-    )
+    batch = [
+        {
+            "tenant_id": r.tenant_id, "id": r.id, "type": r.type, "job_id": r.job_id,
+            "state": RunState.SCHEDULED if r.delay_s > 0 else RunState.QUEUED,
+            "payload": orjson.Fragment(r.payload_json), "priority": r.priority,
+            "max_attempts": r.max_attempts, "timeout_s": r.timeout_s,
+            "idem": r.idempotency_key, "scheduled_for": r.scheduled_for, "delay_s": r.delay_s,
+        }
+        for r in runs
+    ]  # fmt: skip
+    rows = await conn.fetch(_INSERT, orjson.dumps(batch).decode())
     return {str(row["id"]) for row in rows}
 
 
@@ -165,20 +158,16 @@ async def finish_attempts(
     changed (the others were fenced off: already final or a later attempt recorded)."""
     if not finishes:
         return set()
-    rows = await conn.fetch(
-        _FINISH,
-        [f.id for f in finishes],
-        [f.attempt for f in finishes],
-        [f.state.value for f in finishes],
-        [f.outcome for f in finishes],
-        [f.worker for f in finishes],
-        [f.started_at for f in finishes],
-        [f.finished_at for f in finishes],
-        [f.result_json for f in finishes],
-        [f.error for f in finishes],
-        [f.traceback for f in finishes],
-        [f.retry_in_s for f in finishes],
-    )
+    batch = [
+        {
+            "id": f.id, "attempt": f.attempt, "state": f.state, "outcome": f.outcome,
+            "worker": f.worker, "started_at": f.started_at, "finished_at": f.finished_at,
+            "result": orjson.Fragment(f.result_json) if f.result_json is not None else None,
+            "error": f.error, "traceback": f.traceback, "retry_in_s": f.retry_in_s,
+        }
+        for f in finishes
+    ]  # fmt: skip
+    rows = await conn.fetch(_FINISH, orjson.dumps(batch).decode())
     return {str(row["id"]) for row in rows}
 
 
@@ -189,13 +178,8 @@ async def mark_started(
     """Mark (id, attempt, worker, started_at) runs as running, in one statement."""
     if not starts:
         return
-    await conn.execute(
-        _START,
-        [s[0] for s in starts],
-        [s[1] for s in starts],
-        [s[2] for s in starts],
-        [s[3] for s in starts],
-    )
+    batch = [{"id": i, "attempt": a, "worker": w, "started_at": t} for i, a, w, t in starts]
+    await conn.execute(_START, orjson.dumps(batch).decode())
 
 
 async def mark_released(
