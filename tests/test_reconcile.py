@@ -78,7 +78,9 @@ async def test_redis_data_loss_is_rebuilt_from_postgres(
                 await svc.redis.flushall()  # the private server: Redis lost everything
             else:
                 private_redis.restart_empty()  # crashed, back without persistence
-            await wait_until(lambda: _generation_back(svc), 20)
+            # Generous: after a restart the leader must notice, re-acquire and rebuild; on a
+            # loaded machine that can take a while (the figure printed below is the real one).
+            await wait_until(lambda: _generation_back(svc), 60)
             rebuilt_after = time.monotonic() - lost_at
             await wait_until(lambda: _all_final(svc, ids), 90, 0.5)
         assert scheduler.stats.rebuilt >= 2000
