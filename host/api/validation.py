@@ -1,0 +1,80 @@
+"""Request bodies: JSON only, parsed once, validated against schemas/api/<name>.json.
+
+Every failing field is reported as a JSON pointer into the body, so a client can point at it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import orjson
+from aiohttp import web
+from jsonschema.protocols import Validator
+from referencing import Registry, Resource
+
+from host.api.routes import ROUTE
+from host.errors import BadRequest, UnsupportedMediaType, ValidationFailed
+from host.schemas import payload_errors
+
+#: The top-level schemas/ folder (package data), API request schemas under api/.
+API_SCHEMAS_DIR = Path(__file__).resolve().parent.parent.parent / "schemas" / "api"
+
+
+def load_api_schemas(directory: Path = API_SCHEMAS_DIR) -> dict[str, dict[str, Any]]:
+    """Every request schema by name (file name without .json)."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))}
+
+
+class BodyValidator:
+    """Validators for every request schema, built once per app; `$ref: "x.json"` resolves to
+    the sibling schema."""
+
+    def __init__(self, schemas: dict[str, dict[str, Any]]) -> None:
+        self.schemas = schemas
+        resources = [(f"{name}.json", Resource.from_contents(s)) for name, s in schemas.items()]
+        registry: Registry[Any] = Registry().with_resources(resources)
+        cls = jsonschema.Draft202012Validator
+        self._validators: dict[str, Validator] = {}
+        for name, schema in schemas.items():
+            cls.check_schema(schema)
+            self._validators[name] = cls(
+                schema, registry=registry, format_checker=cls.FORMAT_CHECKER
+            )
+
+    def check(self, name: str, body: Any) -> dict[str, Any]:
+        errors = payload_errors(self._validators[name], body)
+        if errors:
+            raise ValidationFailed("request body", errors)
+        assert isinstance(body, dict)
+        return body
+
+
+#: The app's BodyValidator.
+BODIES = web.AppKey("bodies", BodyValidator)
+
+
+async def body(request: web.Request) -> dict[str, Any]:
+    """The request body, validated against its route's schema (422 naming each bad field)."""
+    route = request[ROUTE]
+    assert route.body is not None, f"{route.path} declares no body schema"
+    data = await read_json(request, required=route.body_required)
+    return request.app[BODIES].check(route.body, data)
+
+
+async def read_json(request: web.Request, *, required: bool = True) -> Any:
+    """The request body as JSON: 415 unless application/json, 400 when malformed, 413 (from
+    aiohttp's client_max_size) when too large. No body on an optional one reads as {}."""
+    raw = await request.read()
+    if not raw and not required:
+        return {}
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType(
+            f"send the body as application/json, not {request.content_type or 'nothing'}"
+        )
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
