@@ -7,7 +7,9 @@ tests build as many independent apps as they need.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -52,3 +54,38 @@ def create_app(
 
     app.cleanup_ctx.append(resources)
     return app
+
+
+async def serve(
+    services: Services,
+    stop: asyncio.Event,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    fallback_port: bool = False,
+    started: Callable[[str], None] | None = None,
+    **options: Any,
+) -> None:
+    """Serve the API until `stop` is set. With `fallback_port`, a busy port gives way to a free
+    one (`jobhost dev`). `started` receives the base URL once the socket listens."""
+    runner = web.AppRunner(create_app(services, **options), access_log=None)
+    await runner.setup()
+    try:
+        try:
+            site = web.TCPSite(runner, host, port)
+            await site.start()
+        except OSError:
+            if not fallback_port:
+                raise
+            site = web.TCPSite(runner, host, 0)
+            await site.start()
+        bound = runner.addresses[0]
+        if started is not None:
+            started(f"http://{_host_for_url(host)}:{bound[1]}")
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def _host_for_url(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
