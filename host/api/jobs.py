@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from host.api.routes import Route, json_response, services, tenant
-from host.api.validation import body
+from host.api.validation import body, check_payload
 from host.definitions import JobDefinitions
 from host.store.jobs import JobDef
 
@@ -38,6 +38,7 @@ async def list_jobs(request: web.Request) -> web.Response:
 async def create_job(request: web.Request) -> web.Response:
     data = await body(request)
     defs = _defs(request)
+    check_payload(services(request).registry, data["type"], data.get("payload", {}))
     job = await defs.create(
         data["name"], data["type"], data.get("payload", {}),
         schedule=data.get("schedule"), priority=data.get("priority"),
@@ -53,7 +54,11 @@ async def get_job(request: web.Request) -> web.Response:
 
 async def update_job(request: web.Request) -> web.Response:
     changes = await body(request)
-    job = await _defs(request).update(request.match_info["name"], changes)
+    defs = _defs(request)
+    if "payload" in changes:
+        job = await defs.get(request.match_info["name"])
+        check_payload(services(request).registry, job.type, changes["payload"])
+    job = await defs.update(request.match_info["name"], changes)
     return json_response(represent(job))
 
 

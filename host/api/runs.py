@@ -16,13 +16,12 @@ import orjson
 from aiohttp import web
 
 from host.api.routes import Param, Route, json_response, services, tenant
-from host.api.validation import body
+from host.api.validation import body, check_payload
 from host.client import Client, RunRequest
 from host.errors import (
     BadRequest,
     Conflict,
     FieldError,
-    UnknownJobType,
     ValidationFailed,
 )
 from host.scheduler.reconcile import queued_run
@@ -59,14 +58,11 @@ async def create_batch(request: web.Request) -> web.Response:
 def _run_request(request: web.Request, item: dict[str, Any], path: str) -> RunRequest:
     """A RunRequest from a schema-valid body item; ValidationFailed names the type or payload
     fields (under `path`) that the job type rejects."""
-    registry = services(request).registry
     errors: list[FieldError] = []
     try:
-        registry.validate(item["type"], item["payload"])
-    except UnknownJobType as exc:
-        errors.append(FieldError(f"{path}/type", exc.message))
+        check_payload(services(request).registry, item["type"], item["payload"], path)
     except ValidationFailed as exc:
-        errors.extend(FieldError(f"{path}/payload{e.path}", e.message) for e in exc.errors)
+        errors.extend(exc.errors)
     run_at = None
     if "run_at" in item:
         run_at = datetime.fromisoformat(item["run_at"])

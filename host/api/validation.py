@@ -16,7 +16,14 @@ from jsonschema.protocols import Validator
 from referencing import Registry, Resource
 
 from host.api.routes import ROUTE
-from host.errors import BadRequest, UnsupportedMediaType, ValidationFailed
+from host.errors import (
+    BadRequest,
+    FieldError,
+    UnknownJobType,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from host.registry import Registry as JobRegistry
 from host.schemas import payload_errors
 
 #: The top-level schemas/ folder (package data), API request schemas under api/.
@@ -68,7 +75,9 @@ async def read_json(request: web.Request, *, required: bool = True) -> Any:
     """The request body as JSON: 415 unless application/json, 400 when malformed, 413 (from
     aiohttp's client_max_size) when too large. No body on an optional one reads as {}."""
     raw = await request.read()
-    if not raw and not required:
+    if not raw:
+        if required:
+            raise BadRequest("this request needs a JSON body")
         return {}
     if request.content_type != "application/json":
         raise UnsupportedMediaType(
@@ -78,3 +87,15 @@ async def read_json(request: web.Request, *, required: bool = True) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
+
+
+def check_payload(registry: JobRegistry, job_type: str, payload: Any, at: str = "") -> None:
+    """ValidationFailed unless `job_type` exists and `payload` fits its schema; paths point into
+    the request body (`{at}/type`, `{at}/payload/...`)."""
+    try:
+        registry.validate(job_type, payload)
+    except UnknownJobType as exc:
+        raise ValidationFailed("request body", [FieldError(f"{at}/type", exc.message)]) from None
+    except ValidationFailed as exc:
+        errors = [FieldError(f"{at}/payload{e.path}", e.message) for e in exc.errors]
+        raise ValidationFailed(exc.what, errors) from None

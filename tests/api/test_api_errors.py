@@ -20,6 +20,8 @@ async def test_malformed_json_wrong_type_and_unknown_paths(api: Api, admin: dict
     r = await api.post("/api/v1/runs", data=b"type=noop", headers={**admin,
                        "Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
     assert (await error_of(r, 415))["code"] == "unsupported_media_type"
+    r = await api.post("/api/v1/runs", headers=admin)
+    assert "needs a JSON body" in (await error_of(r, 400))["message"]
     r = await api.post("/api/v1/runs", data=b"[1]", headers=json_headers)
     assert (await error_of(r, 422))["details"][0]["path"] == ""
     assert (await error_of(await api.get("/api/v1/nothing", headers=admin), 404))["code"] == (

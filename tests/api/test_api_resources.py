@@ -52,12 +52,15 @@ async def test_job_validation_errors(api: Api, admin: dict[str, str]) -> None:
     assert error["details"][0]["path"] == "/schedule/cron"
     bad_payload = {"name": "x", "type": "sleep", "payload": {"seconds": "x"}}
     error = await error_of(await api.post("/api/v1/jobs", json=bad_payload, headers=admin), 422)
-    assert error["details"][0]["path"] == "/seconds"
+    assert error["details"][0]["path"] == "/payload/seconds"
     await api.post("/api/v1/jobs", json={"name": "s", "type": "sleep",
                    "payload": {"seconds": 0}}, headers=admin)  # fmt: skip
     r = await api.patch("/api/v1/jobs/s", json={"payload": {"seconds": "x"}}, headers=admin)
-    await error_of(r, 422)
+    assert (await error_of(r, 422))["details"][0]["path"] == "/payload/seconds"
     await error_of(await api.patch("/api/v1/jobs/s", json={}, headers=admin), 422)
+    unknown = {"name": "u", "type": "nope"}
+    error = await error_of(await api.post("/api/v1/jobs", json=unknown, headers=admin), 422)
+    assert error["details"][0]["path"] == "/type"
 
 
 async def test_types_lists_schema_and_policy(api: Api, admin: dict[str, str]) -> None:
