@@ -8,6 +8,7 @@ from collections.abc import Awaitable
 
 from aiohttp import web
 
+from host.api.errors import error_response
 from host.api.routes import Route, json_response, services
 
 #: A dependency slower than this is not ready.
@@ -24,9 +25,10 @@ async def readyz(request: web.Request) -> web.Response:
         "postgresql": await _check(svc.pool.fetchval("SELECT 1")),
         "redis": await _check(svc.redis.ping()),
     }
-    ready = all(v == "ok" for v in checks.values())
-    return json_response({"status": "ok" if ready else "unavailable", "checks": checks},
-                         200 if ready else 503)  # fmt: skip
+    failed = [{"path": name, "message": v} for name, v in checks.items() if v != "ok"]
+    if failed:
+        return error_response(503, "service_unavailable", "not ready", failed)
+    return json_response({"status": "ok", "checks": checks})
 
 
 async def _check(probe: Awaitable[object]) -> str:
@@ -38,7 +40,7 @@ async def _check(probe: Awaitable[object]) -> str:
 
 
 ROUTES = [
-    Route("GET", "/healthz", healthz, "Liveness", scope=None, tag="health"),
+    Route("GET", "/healthz", healthz, "Liveness", scope=None, tag="health", response="Health"),
     Route("GET", "/readyz", readyz, "Readiness: PostgreSQL and Redis answer", scope=None,
-          tag="health"),
+          tag="health", response="Ready"),
 ]  # fmt: skip

@@ -86,19 +86,20 @@ async def trigger_job(request: web.Request) -> web.Response:
 
 _ONE = "/api/v1/jobs/{name}"
 ROUTES = [
-    Route("GET", "/api/v1/jobs", list_jobs, "Job definitions", tag="jobs"),
-    Route("POST", "/api/v1/jobs", create_job, "Define a job", "write", 201, "job", tag="jobs"),
-    Route("GET", _ONE, get_job, "One job definition", tag="jobs"),
+    Route("GET", "/api/v1/jobs", list_jobs, "Job definitions", tag="jobs", response="JobList"),
+    Route("POST", "/api/v1/jobs", create_job, "Define a job", "write", 201, "job", tag="jobs",
+          response="Job"),
+    Route("GET", _ONE, get_job, "One job definition", tag="jobs", response="Job"),
     Route(
         "PATCH", _ONE, update_job, "Change payload, schedule, priority or enabled", "write",
-        body="job_patch", tag="jobs",
+        body="job_patch", tag="jobs", response="Job",
     ),
     Route("DELETE", _ONE, delete_job, "Delete a definition (its runs stay)", "write", 204,
           tag="jobs"),
     Route("POST", _ONE + "/pause", pause_job, "Stop firing the schedule", "write",
-          body="empty", body_required=False, tag="jobs"),
+          body="empty", body_required=False, tag="jobs", response="Job"),
     Route("POST", _ONE + "/resume", resume_job, "Fire again from the next tick", "write",
-          body="empty", body_required=False, tag="jobs"),
+          body="empty", body_required=False, tag="jobs", response="Job"),
     Route("POST", _ONE + "/trigger", trigger_job, "Run the definition now", "write", 202,
-          body="empty", body_required=False, tag="jobs"),
+          body="empty", body_required=False, tag="jobs", response="Triggered"),
 ]  # fmt: skip

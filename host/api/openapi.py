@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from host.api.responses import RESPONSES
 from host.api.routes import ROUTES, Route, json_response
 from host.api.validation import BODIES
 
@@ -48,7 +49,9 @@ def build_document(routes: list[Route], schemas: dict[str, dict[str, Any]]) -> d
     for route in routes:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
     components: dict[str, Any] = {
-        "schemas": {"Error": ERROR_SCHEMA} | {n: _component(s) for n, s in schemas.items()},
+        "schemas": {"Error": ERROR_SCHEMA}
+        | RESPONSES
+        | {n: _component(s) for n, s in schemas.items()},
         "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
         "responses": {
             str(code): _error_response(code) for code in (400, 401, 403, 404, 409, 413, 415, 422)
@@ -69,7 +72,7 @@ def _operation(route: Route) -> dict[str, Any]:
         "summary": route.summary,
         "tags": [route.tag] if route.tag else [],
         "responses": {
-            str(route.status): _success(route.status),
+            str(route.status): _success(route),
             **{str(c): {"$ref": f"#/components/responses/{c}"} for c in _errors(route)},
         },
     }
@@ -110,12 +113,13 @@ def _errors(route: Route) -> list[int]:
     return sorted(set(codes))
 
 
-def _success(status: int) -> dict[str, Any]:
-    if status == 204:
-        return {"description": _STATUS_TEXT[204]}
+def _success(route: Route) -> dict[str, Any]:
+    if route.response is None:
+        return {"description": _STATUS_TEXT[route.status]}
+    schema = {"$ref": f"#/components/schemas/{route.response}"}
     return {
-        "description": _STATUS_TEXT[status],
-        "content": {"application/json": {"schema": {"type": "object"}}},
+        "description": _STATUS_TEXT[route.status],
+        "content": {"application/json": {"schema": schema}},
     }
 
 
@@ -155,5 +159,13 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 ROUTE_LIST = [
-    Route("GET", "/api/v1/openapi.json", openapi, "This document", scope=None, tag="meta"),
+    Route(
+        "GET",
+        "/api/v1/openapi.json",
+        openapi,
+        "This document",
+        scope=None,
+        tag="meta",
+        response="OpenAPI",
+    ),
 ]

@@ -60,5 +60,12 @@ async def _ready(request: web.Request, types: list[str]) -> dict[str, int]:
 
 
 ROUTES = [
-    Route("GET", "/api/v1/queues", list_queues, "Per-type depth, limits and tokens", tag="queues"),
+    Route(
+        "GET",
+        "/api/v1/queues",
+        list_queues,
+        "Per-type depth, limits and tokens",
+        tag="queues",
+        response="Queues",
+    ),
 ]

@@ -41,6 +41,7 @@ class Route:
     body_required: bool = True
     query: tuple[Param, ...] = field(default_factory=tuple)
     tag: str = ""
+    response: str | None = None  #: the success body's schema (host.api.openapi.RESPONSES)
 
 
 #: The host's services (pools, queue, registry), shared by every handler.

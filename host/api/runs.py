@@ -183,22 +183,24 @@ _LIST_QUERY = (
 )
 
 ROUTES = [
-    Route("POST", "/api/v1/runs", create_run, "Enqueue one run", "write", 202, "run", tag="runs"),
+    Route("POST", "/api/v1/runs", create_run, "Enqueue one run", "write", 202, "run", tag="runs",
+          response="Run"),
     Route(
         "POST", "/api/v1/runs/batch", create_batch, "Enqueue many runs, all validated first",
-        "write", 202, "batch", tag="runs",
+        "write", 202, "batch", tag="runs", response="Batch",
     ),
     Route(
         "GET", "/api/v1/runs", list_runs, "Runs, newest first, with filters and cursor paging",
-        query=_LIST_QUERY, tag="runs",
+        query=_LIST_QUERY, tag="runs", response="RunPage",
     ),
-    Route("GET", "/api/v1/runs/{id}", get_run, "One run with its attempts", tag="runs"),
+    Route("GET", "/api/v1/runs/{id}", get_run, "One run with its attempts", tag="runs",
+          response="Run"),
     Route(
         "POST", "/api/v1/runs/{id}/cancel", cancel_run, "Cancel a waiting or running run",
-        "write", body="empty", body_required=False, tag="runs",
+        "write", body="empty", body_required=False, tag="runs", response="Run",
     ),
     Route(
         "POST", "/api/v1/runs/{id}/retry", retry_run, "Replay a dead run", "write", 202,
-        body="empty", body_required=False, tag="runs",
+        body="empty", body_required=False, tag="runs", response="Run",
     ),
 ]  # fmt: skip

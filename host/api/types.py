@@ -23,5 +23,7 @@ async def list_types(request: web.Request) -> web.Response:
 
 
 ROUTES = [
-    Route("GET", "/api/v1/types", list_types, "Registered job types", tag="types"),
+    Route(
+        "GET", "/api/v1/types", list_types, "Registered job types", tag="types", response="TypeList"
+    ),
 ]

@@ -39,5 +39,12 @@ async def list_workers(request: web.Request) -> web.Response:
 
 
 ROUTES = [
-    Route("GET", "/api/v1/workers", list_workers, "Live workers and their runs", tag="workers"),
+    Route(
+        "GET",
+        "/api/v1/workers",
+        list_workers,
+        "Live workers and their runs",
+        tag="workers",
+        response="Workers",
+    ),
 ]

@@ -9,6 +9,7 @@ from host.api.app import create_app
 from host.config import Settings
 from host.registry import Registry
 from host.services import Services, open_services
+from host.store import apikeys
 from tests.api.conftest import Api, MakeKey, error_of
 from tests.conftest import PrivateRedis
 
@@ -69,14 +70,12 @@ async def test_redis_down_is_503_and_not_ready(
     local = settings.with_urls(settings.database_url or "", private_redis.url)
     async with open_services(local, registry) as services:
         api = await aiohttp_client(create_app(services))
-        from host.store import apikeys
-
         key, _ = await apikeys.create_key(services.pool, "acme", ["write"])
         headers = {"Authorization": f"Bearer {key}"}
         private_redis.stop()
         r = await api.post("/api/v1/runs", json={"type": "noop", "payload": {}}, headers=headers)
         error = await error_of(r, 503)
         assert error["code"] == "service_unavailable" and "Traceback" not in error["message"]
-        r = await api.get("/readyz")
-        assert r.status == 503 and (await r.json())["checks"]["redis"] != "ok"
+        error = await error_of(await api.get("/readyz"), 503)
+        assert [d["path"] for d in error["details"]] == ["redis"]
         await error_of(await api.get("/api/v1/queues", headers=headers), 503)
