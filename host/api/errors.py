@@ -113,6 +113,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         return from_http_exception(exc)
+    except asyncpg.DataError as exc:  # a value PostgreSQL cannot take (NUL in a query string)
+        log.info("%s %s: %s", request.method, request.path, exc)
+        return error_response(400, "bad_request", "a value in the request cannot be stored")
     except UNAVAILABLE as exc:
         log.warning("%s %s: service unavailable: %s", request.method, request.path, exc)
         return error_response(503, "service_unavailable", "PostgreSQL or Redis is unavailable")

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from host.api.routes import Route, json_response, services, tenant
-from host.api.validation import body, check_payload
+from host.api.validation import body, check_payload, integers
 from host.definitions import JobDefinitions
 from host.store.jobs import JobDef
 
@@ -36,7 +36,7 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 
 async def create_job(request: web.Request) -> web.Response:
-    data = await body(request)
+    data = integers(await body(request), "priority")
     defs = _defs(request)
     check_payload(services(request).registry, data["type"], data.get("payload", {}))
     job = await defs.create(
@@ -53,7 +53,7 @@ async def get_job(request: web.Request) -> web.Response:
 
 
 async def update_job(request: web.Request) -> web.Response:
-    changes = await body(request)
+    changes = integers(await body(request), "priority")
     defs = _defs(request)
     if "payload" in changes:
         job = await defs.get(request.match_info["name"])

@@ -9,8 +9,12 @@ from typing import Any
 from aiohttp import web
 
 from host.api.responses import RESPONSES
-from host.api.routes import ROUTES, Route, json_response
+from host.api.routes import ROUTES, SERVICES, Route, json_response
 from host.api.validation import BODIES
+from host.registry import Registry
+
+#: Request schemas whose `payload` is checked against the schema of their `type`.
+_TYPED_BODIES = ("run", "job")
 
 _STATUS_TEXT = {
     200: "OK", 201: "Created", 202: "Accepted", 204: "No content", 400: "Malformed request",
@@ -44,14 +48,18 @@ ERROR_SCHEMA: dict[str, Any] = {
 }
 
 
-def build_document(routes: list[Route], schemas: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def build_document(
+    routes: list[Route], schemas: dict[str, dict[str, Any]], registry: Registry
+) -> dict[str, Any]:
+    """The document for these routes and request schemas; bodies naming a job type list this
+    host's types and, per type, its payload schema (what the server checks next)."""
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
     components: dict[str, Any] = {
         "schemas": {"Error": ERROR_SCHEMA}
         | RESPONSES
-        | {n: _component(s) for n, s in schemas.items()},
+        | {n: _typed(n, _component(s), registry) for n, s in schemas.items()},
         "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
         "responses": {
             str(code): _error_response(code) for code in (400, 401, 403, 404, 409, 413, 415, 422)
@@ -153,9 +161,27 @@ def _component(schema: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _typed(name: str, schema: dict[str, Any], registry: Registry) -> dict[str, Any]:
+    """For request bodies with `type` and `payload` (run, job): the registered types, and each
+    type's payload schema as an if/then branch."""
+    if name not in _TYPED_BODIES or not registry.types:
+        return schema
+    props = dict(schema["properties"])
+    props["type"] = {**props["type"], "enum": sorted(registry.types)}
+    branches = [
+        {
+            "if": {"properties": {"type": {"const": t.name}}, "required": ["type"]},
+            "then": {"properties": {"payload": _component(dict(t.schema))}},
+        }
+        for t in sorted(registry.types.values(), key=lambda t: t.name)
+    ]
+    return {**schema, "properties": props, "allOf": branches}
+
+
 async def openapi(request: web.Request) -> web.Response:
     app = request.app
-    return json_response(build_document(list(app[ROUTES].values()), app[BODIES].schemas))
+    doc = build_document(list(app[ROUTES].values()), app[BODIES].schemas, app[SERVICES].registry)
+    return json_response(doc)
 
 
 ROUTE_LIST = [

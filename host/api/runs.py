@@ -16,7 +16,7 @@ import orjson
 from aiohttp import web
 
 from host.api.routes import Param, Route, json_response, services, tenant
-from host.api.validation import body, check_payload
+from host.api.validation import body, check_payload, integers
 from host.client import Client, RunRequest
 from host.errors import (
     BadRequest,
@@ -70,6 +70,7 @@ def _run_request(request: web.Request, item: dict[str, Any], path: str) -> RunRe
             errors.append(FieldError(f"{path}/run_at", "must carry a time zone"))
     if errors:
         raise ValidationFailed("run", errors)
+    item = integers(item, "priority", "max_attempts")
     return RunRequest(
         type=item["type"], payload=item["payload"], priority=item.get("priority"),
         delay_s=item.get("delay_s"), run_at=run_at,

@@ -24,7 +24,7 @@ from host.errors import (
     ValidationFailed,
 )
 from host.registry import Registry as JobRegistry
-from host.schemas import payload_errors
+from host.schemas import payload_errors, pointer
 
 #: The top-level schemas/ folder (package data), API request schemas under api/.
 API_SCHEMAS_DIR = Path(__file__).resolve().parent.parent.parent / "schemas" / "api"
@@ -84,9 +84,37 @@ async def read_json(request: web.Request, *, required: bool = True) -> Any:
             f"send the body as application/json, not {request.content_type or 'nothing'}"
         )
     try:
-        return orjson.loads(raw)
+        data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    if b"\\u0000" in raw:  # PostgreSQL text and jsonb cannot hold NUL
+        paths = sorted(_nul_paths(data, ""))
+        if paths:
+            message = "must not contain the NUL character (\\u0000)"
+            raise ValidationFailed("request body", [FieldError(p, message) for p in paths])
+    return data
+
+
+def _nul_paths(node: Any, at: str) -> list[str]:
+    """JSON pointers of every string (value or key) in `node` that contains NUL."""
+    if isinstance(node, str):
+        return [at] if "\x00" in node else []
+    if isinstance(node, list):
+        return [p for i, v in enumerate(node) for p in _nul_paths(v, f"{at}/{i}")]
+    if isinstance(node, dict):
+        found = []
+        for key, value in node.items():
+            here = f"{at}/{pointer([key])[1:]}"
+            found += [here] if "\x00" in key else []
+            found += _nul_paths(value, here)
+        return found
+    return []
+
+
+def integers(data: dict[str, Any], *names: str) -> dict[str, Any]:
+    """`data` with the named fields as Python ints: JSON Schema's integer admits 3.0, the code
+    behind it wants 3."""
+    return {k: int(v) if k in names and isinstance(v, float) else v for k, v in data.items()}
 
 
 def check_payload(registry: JobRegistry, job_type: str, payload: Any, at: str = "") -> None:

@@ -21,6 +21,11 @@ async def test_malformed_json_wrong_type_and_unknown_paths(api: Api, admin: dict
     r = await api.post("/api/v1/runs", data=b"type=noop", headers={**admin,
                        "Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
     assert (await error_of(r, 415))["code"] == "unsupported_media_type"
+    nul = b'{"type": "noop", "payload": {"a\\u0000": ["x\\u0000"]}, "idempotency_key": "\\u0000"}'
+    error = await error_of(await api.post("/api/v1/runs", data=nul, headers=json_headers), 422)
+    paths = [d["path"] for d in error["details"]]
+    assert paths == ["/idempotency_key", "/payload/a\x00", "/payload/a\x00/0"]
+    assert await error_of(await api.get("/api/v1/runs?type=x%00", headers=admin), 400)
     r = await api.post("/api/v1/runs", headers=admin)
     assert "needs a JSON body" in (await error_of(r, 400))["message"]
     r = await api.post("/api/v1/runs", data=b"[1]", headers=json_headers)
