@@ -8,6 +8,7 @@ from typing import Any
 from host.services import Services
 from host.store import apikeys
 from tests.api.conftest import Api, MakeKey, error_of
+from tests.helpers import recorded, running_worker, wait_until
 
 
 async def test_no_bad_or_revoked_key_is_401(api: Api, services: Services) -> None:
@@ -86,3 +87,24 @@ async def test_a_tenant_cannot_see_or_change_another_tenants_runs_and_jobs(
     runs = (await ok("GET", "/api/v1/runs", admin))["runs"]
     assert [r["id"] for r in runs] == [rid]  # the trigger made no run
     assert (await ok("GET", "/api/v1/queues", admin))["types"]["noop"]["ready"] == 1
+
+
+async def test_workers_show_only_the_keys_tenants_current_runs(
+    api: Api, admin: dict[str, str], other: dict[str, str], services: Services
+) -> None:
+    body = {"type": "test.record", "payload": {"sleep_s": 3, **recorded(services)}}
+    run = await (await api.post("/api/v1/runs", json=body, headers=admin)).json()
+
+    async def current(headers: dict[str, str]) -> list[str]:
+        workers = (await (await api.get("/api/v1/workers", headers=headers)).json())["workers"]
+        return [r for w in workers for r in w["current_runs"]]
+
+    async with running_worker(services):
+
+        async def shown() -> bool:
+            return run["id"] in await current(admin)
+
+        await wait_until(shown, 10)
+        assert await current(other) == []
+        workers = (await (await api.get("/api/v1/workers", headers=other)).json())["workers"]
+        assert len(workers) == 1  # the shared worker is visible, not what it runs for acme

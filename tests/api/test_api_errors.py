@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiohttp import web
+
 from host.api.app import create_app
 from host.config import Settings
 from host.registry import Registry
@@ -84,3 +86,19 @@ async def test_redis_down_is_503_and_not_ready(
         error = await error_of(await api.get("/readyz"), 503)
         assert [d["path"] for d in error["details"]] == ["redis"]
         await error_of(await api.get("/api/v1/queues", headers=headers), 503)
+
+
+async def test_an_unexpected_error_is_500_without_details(
+    services: Services, aiohttp_client: Any
+) -> None:
+    app = create_app(services)
+
+    async def broken(request: web.Request) -> web.Response:
+        raise RuntimeError("secret internals")
+
+    app.router.add_get("/api/v1/broken", broken)
+    api = await aiohttp_client(app)
+    r = await api.get("/api/v1/broken")
+    error = await error_of(r, 500)
+    assert error == {"code": "internal_error", "message": "internal error", "details": []}
+    assert "secret" not in await r.text()
