@@ -16,7 +16,7 @@ from aiohttp import web
 from host.api import health, jobs, openapi, queues, runs, types, workers
 from host.api.auth import AUTH, KeyAuth, auth_middleware
 from host.api.errors import error_middleware
-from host.api.routes import ROUTES, SERVICES, Route
+from host.api.routes import ROUTE_TABLE, SERVICES, Route
 from host.api.validation import BODIES, BodyValidator, load_api_schemas
 from host.services import Services
 
@@ -27,7 +27,7 @@ MAX_BODY = 1024 * 1024
 def all_routes() -> list[Route]:
     """Every endpoint the app serves, in one table."""
     return [
-        *health.ROUTES, *openapi.ROUTE_LIST, *types.ROUTES, *runs.ROUTES, *jobs.ROUTES,
+        *health.ROUTES, *openapi.ROUTES, *types.ROUTES, *runs.ROUTES, *jobs.ROUTES,
         *queues.ROUTES, *workers.ROUTES,
     ]  # fmt: skip
 
@@ -43,7 +43,7 @@ def create_app(
     app = web.Application(client_max_size=max_body, middlewares=[error_middleware, auth_middleware])
     app[SERVICES] = services
     table = all_routes()
-    app[ROUTES] = {(r.method, r.path): r for r in table}
+    app[ROUTE_TABLE] = {(r.method, r.path): r for r in table}
     for route in table:
         app.router.add_route(route.method, route.path, route.handler)
 

@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from host.api.responses import RESPONSES
-from host.api.routes import ROUTES, SERVICES, Route, json_response
+from host.api.routes import ROUTE_TABLE, SERVICES, Route, json_response
 from host.api.validation import BODIES
 from host.registry import Registry
 
@@ -180,11 +180,13 @@ def _typed(name: str, schema: dict[str, Any], registry: Registry) -> dict[str, A
 
 async def openapi(request: web.Request) -> web.Response:
     app = request.app
-    doc = build_document(list(app[ROUTES].values()), app[BODIES].schemas, app[SERVICES].registry)
+    doc = build_document(
+        list(app[ROUTE_TABLE].values()), app[BODIES].schemas, app[SERVICES].registry
+    )
     return json_response(doc)
 
 
-ROUTE_LIST = [
+ROUTES = [
     Route(
         "GET",
         "/api/v1/openapi.json",

@@ -47,7 +47,7 @@ class Route:
 #: The host's services (pools, queue, registry), shared by every handler.
 SERVICES = web.AppKey("services", Services)
 #: Every Route by (method, path), for the middlewares.
-ROUTES = web.AppKey("routes", dict[tuple[str, str], Route])
+ROUTE_TABLE = web.AppKey("route_table", dict[tuple[str, str], Route])
 #: The API key that authenticated a request (absent on public routes).
 KEY = web.RequestKey("api_key", ApiKey)
 #: The Route a request matched.
@@ -59,7 +59,7 @@ def route_of(request: web.Request) -> Route | None:
     info = request.match_info.route.resource
     if info is None:
         return None
-    return request.app[ROUTES].get((request.method, info.canonical))
+    return request.app[ROUTE_TABLE].get((request.method, info.canonical))
 
 
 def tenant(request: web.Request) -> str:
