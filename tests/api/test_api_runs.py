@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from host.client import Client, RunRequest
 from host.services import Services
 from tests.api.conftest import Api, error_of
-from tests.helpers import running_worker
+from tests.helpers import running_worker, wait_until
 
 
 async def test_enqueue_answers_202_with_the_run(api: Api, admin: dict[str, str]) -> None:
@@ -147,3 +147,25 @@ async def test_cancel_and_retry(api: Api, admin: dict[str, str], services: Servi
     # Replayed: a fresh attempt ran (numbered after the first) and failed permanently again.
     assert final["state"] == "dead"
     assert [a["attempt"] for a in final["attempts"]] == [1, 2]
+
+
+async def test_retry_gives_a_dead_run_a_fresh_attempt_budget(
+    api: Api, admin: dict[str, str], services: Services
+) -> None:
+    body = {"type": "test.fail", "payload": {}}  # fails every attempt; max_attempts 3
+    run = await (await api.post("/api/v1/runs", json=body, headers=admin)).json()
+    client = Client(services, tenant="acme")
+    async with running_worker(services):
+        first = await client.wait(run["id"], 30)
+        assert first["state"] == "dead" and first["attempt"] == 3
+        r = await api.post(f"/api/v1/runs/{run['id']}/retry", headers=admin)
+        assert r.status == 202 and (await r.json())["max_attempts"] == 6
+
+        async def spent() -> bool:
+            again = await client.get(run["id"])
+            return again["state"] == "dead" and again["attempt"] == 6
+
+        await wait_until(spent, 30)
+    final = await client.get(run["id"])
+    assert [a["attempt"] for a in final["attempts"]] == [1, 2, 3, 4, 5, 6]
+    assert [a["outcome"] for a in final["attempts"]] == ["failed", "failed", "dead"] * 2
