@@ -30,6 +30,7 @@ pytest: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.drain
+	$(BIN)/python -m bench.http_enqueue
 
 clean:
 	rm -rf $(VENV) .jobhost .mypy_cache .ruff_cache .pytest_cache

@@ -1,5 +1,6 @@
-"""The `jobhost` command: roles (dev, worker), administration (migrate, plugins) and a client
-(enqueue, runs). Every command prints JSON with --json, and text for people otherwise."""
+"""The `jobhost` command: roles (dev, worker, scheduler, api), administration (migrate, plugins,
+keys) and a client (enqueue, runs). Every command prints JSON with --json, and text for people
+otherwise."""
 
 from __future__ import annotations
 
@@ -15,15 +16,17 @@ from typing import Any
 import orjson
 
 from host import limits
+from host.api.app import serve
 from host.client import Client
 from host.config import Settings, load_plugins_config
 from host.definitions import JobDefinitions
-from host.errors import ConfigError, JobhostError, ValidationFailed
+from host.errors import ConfigError, JobhostError, NotFound, ValidationFailed
 from host.logs import configure_logging
 from host.policy import policy_as_dict
 from host.registry import load_registry
 from host.scheduler.scheduler import Scheduler
 from host.services import Services, apply_migrations, open_services, resolve_urls
+from host.store import apikeys
 from host.store.jobs import JobDef
 from host.worker.worker import Worker
 
@@ -76,7 +79,30 @@ def build_parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="run every role in one process (embedded servers default)")
     dev.add_argument("--pg-port", type=int, default=None, help="embedded PostgreSQL port")
     dev.add_argument("--redis-port", type=int, default=None, help="embedded Redis port")
+    dev.add_argument("--api-port", type=int, default=8080, help="API port (busy: a free one)")
     _worker_options(dev)
+
+    api = sub.add_parser("api", help="serve the REST API")
+    api.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    api.add_argument("--port", type=int, default=8080)
+    api.add_argument("--rate-per-key", type=float, help="requests/s per API key (429 above)")
+    api.set_defaults(run=cmd_api)
+
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys", required=True)
+    key_create = keys.add_parser("create", help="create a key (printed once)")
+    key_create.add_argument("--tenant", dest="key_tenant", required=True)
+    key_create.add_argument(
+        "--scope", action="append", dest="scopes", required=True, choices=list(apikeys.SCOPES),
+        help="read, write or admin (repeatable; admin implies write implies read)",
+    )  # fmt: skip
+    key_create.add_argument("--name", default="", help="what the key is for")
+    key_create.set_defaults(run=cmd_keys_create)
+    key_list = keys.add_parser("list", help="keys (never their secret)")
+    key_list.add_argument("--tenant", dest="key_tenant")
+    key_list.set_defaults(run=cmd_keys_list)
+    key_revoke = keys.add_parser("revoke", help="revoke a key by id")
+    key_revoke.add_argument("id")
+    key_revoke.set_defaults(run=cmd_keys_revoke)
 
     worker = sub.add_parser("worker", help="claim and run jobs")
     _worker_options(worker)
@@ -205,22 +231,51 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _serve_dev(args: argparse.Namespace, settings: Settings) -> int:
     applied = await apply_migrations(_require(settings).database_url or "")
-    print(
-        f"jobhost dev\n  PostgreSQL  {settings.database_url}\n  Redis       {settings.redis_url}\n"
-        f"  migrations  {', '.join(applied) or 'up to date'}\n"
-        "  roles       worker, scheduler (API and notifier join as they land)\n"
-        "Try, in another terminal from this folder:  jobhost enqueue noop --payload '{}' --wait 5\n"
-        "Stop with Ctrl-C.",
-        flush=True,
-    )
     async with open_services(settings) as services:
         worker = _worker(args, services)
         scheduler = Scheduler(services)
+        # A fresh admin key per start: printed once, like `jobhost keys create`.
+        key, _ = await apikeys.create_key(services.pool, "default", ["admin"], "jobhost dev")
 
-        async def both(stop: asyncio.Event) -> None:
-            await asyncio.gather(worker.run(stop), scheduler.run(stop))
+        def banner(url: str) -> None:
+            print(
+                f"jobhost dev\n  PostgreSQL  {settings.database_url}\n"
+                f"  Redis       {settings.redis_url}\n"
+                f"  migrations  {', '.join(applied) or 'up to date'}\n"
+                "  roles       worker, scheduler, api (notifier joins when it lands)\n"
+                f"  API         {url}/api/v1  (OpenAPI: {url}/api/v1/openapi.json)\n"
+                f"  admin key   {key}  (tenant default; a new one each start)\n"
+                "Try, in another terminal from this folder:  "
+                "jobhost enqueue noop --payload '{}' --wait 5\n"
+                f"  or: curl -H 'Authorization: Bearer {key}' {url}/api/v1/runs\n"
+                "Stop with Ctrl-C.",
+                flush=True,
+            )
 
-        await _run_until_signalled(both)
+        async def roles(stop: asyncio.Event) -> None:
+            await asyncio.gather(
+                worker.run(stop),
+                scheduler.run(stop),
+                serve(services, stop, port=args.api_port, fallback_port=True, started=banner),
+            )
+
+        await _run_until_signalled(roles)
+    return 0
+
+
+async def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_services(settings) as services:
+
+        def started(url: str) -> None:
+            print(f"jobhost api listening on {url}/api/v1", flush=True)
+
+        async def api(stop: asyncio.Event) -> None:
+            await serve(
+                services, stop, host=args.host, port=args.port, started=started,
+                rate_per_key=args.rate_per_key,
+            )  # fmt: skip
+
+        await _run_until_signalled(api)
     return 0
 
 
@@ -377,6 +432,44 @@ def _limits_text(lim: limits.Limits) -> str:
         )
         parts.append(f"{prefix}concurrency {concurrency or 'unlimited'}")
     return ", ".join(parts) + " (in force now)"
+
+
+# -- API keys -----------------------------------------------------------------------------------
+
+
+async def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_services(settings) as services:
+        key, record = await apikeys.create_key(
+            services.pool, args.key_tenant, args.scopes, args.name
+        )
+    text = (
+        f"{key}\n  id {record.id}, tenant {record.tenant_id}, scopes {', '.join(record.scopes)}"
+        "\n  shown once: only its hash is stored"
+    )
+    _emit(args, {"key": key, **record.as_dict()}, text)
+    return 0
+
+
+async def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_services(settings) as services:
+        keys = await apikeys.list_keys(services.pool, args.key_tenant)
+    lines = [
+        f"{k.id}  {k.prefix}...  {k.tenant_id:<12} {','.join(k.scopes):<16} "
+        f"{'revoked' if k.revoked_at else 'active':<8} last used "
+        f"{k.last_used_at.isoformat() if k.last_used_at else 'never'}  {k.name}"
+        for k in keys
+    ]
+    _emit(args, {"keys": [k.as_dict() for k in keys]}, "\n".join(lines) or "no keys")
+    return 0
+
+
+async def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_services(settings) as services:
+        record = await apikeys.revoke(services.pool, args.id)
+    if record is None:
+        raise NotFound(f"API key {args.id} not found")
+    _emit(args, record.as_dict(), f"revoked key {record.id} ({record.prefix}...)")
+    return 0
 
 
 # -- client -------------------------------------------------------------------------------------

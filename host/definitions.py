@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from host.client import Client, Enqueued, RunRequest
-from host.cron import fire_times, next_fire, parse_schedule
+from host.cron import Schedule, fire_times, next_fire, parse_schedule
 from host.errors import FieldError, JobNotFound, ValidationFailed
 from host.policy import MAX_PRIORITY, MIN_PRIORITY
 from host.services import Services
@@ -74,15 +74,38 @@ class JobDefinitions:
         job = await self.get(name)
         if job.schedule is None:
             return await self._set(name, True, None)
-        if job.schedule.backfill_on_resume and job.next_fire_at is not None:
-            return await self._set(name, True, job.next_fire_at)
-        return await self._set(name, True, next_fire(job.schedule, datetime.now(UTC)))
+        return await self._set(name, True, _resumed_at(job.schedule, job.next_fire_at))
 
     async def _set(self, name: str, enabled: bool, next_at: datetime | None) -> JobDef:
         job = await job_store.set_enabled(self.services.pool, self.tenant, name, enabled, next_at)
         if job is None:
             raise JobNotFound(name)
         return job
+
+    async def update(self, name: str, changes: dict[str, Any]) -> JobDef:
+        """Change some of payload, schedule (None: on demand only), priority (None: the type's)
+        and enabled. A new schedule starts from its next tick; enabling resumes as `resume`."""
+        job = await self.get(name)
+        if "payload" in changes:
+            self.services.registry.validate(job.type, changes["payload"])
+        schedule = job.schedule
+        if "schedule" in changes:
+            raw = changes["schedule"]
+            schedule = parse_schedule(raw) if raw is not None else None
+        enabled = changes.get("enabled", job.enabled)
+        next_at = job.next_fire_at
+        if "schedule" in changes:
+            next_at = next_fire(schedule, datetime.now(UTC)) if schedule else None
+        elif enabled and not job.enabled and schedule is not None:
+            next_at = _resumed_at(schedule, job.next_fire_at)
+        updated = await job_store.update_job(
+            self.services.pool, self.tenant, name, payload=changes.get("payload", job.payload),
+            schedule=schedule, priority=changes.get("priority", job.priority), enabled=enabled,
+            next_fire_at=next_at,
+        )  # fmt: skip
+        if updated is None:
+            raise JobNotFound(name)
+        return updated
 
     async def delete(self, name: str) -> None:
         if not await job_store.delete_job(self.services.pool, self.tenant, name):
@@ -102,3 +125,11 @@ class JobDefinitions:
         if job.schedule is None:
             return []
         return fire_times(job.schedule, after or datetime.now(UTC), count)
+
+
+def _resumed_at(schedule: Schedule, paused_next: datetime | None) -> datetime | None:
+    """Where a resumed schedule starts: its next tick, or (backfill_on_resume) the first tick
+    missed while paused."""
+    if schedule.backfill_on_resume and paused_next is not None:
+        return paused_next
+    return next_fire(schedule, datetime.now(UTC))

@@ -122,3 +122,39 @@ class StaleLeader(JobhostError):
         super().__init__(f"leader epoch {epoch} is superseded by epoch {current}")
         self.epoch = epoch
         self.current = current
+
+
+class BadRequest(JobhostError):
+    """Raised when a request cannot be read: malformed JSON, a bad cursor or query parameter."""
+
+    def __init__(self, message: str, errors: list[FieldError] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or []
+
+
+class UnsupportedMediaType(JobhostError):
+    """Raised when a request body is not sent as application/json."""
+
+
+class Unauthorized(JobhostError):
+    """Raised when a request carries no API key, or one that is unknown or revoked."""
+
+
+class Forbidden(JobhostError):
+    """Raised when an API key lacks the scope an operation needs."""
+
+
+class NotFound(JobhostError):
+    """Raised when an API path or resource does not exist (or belongs to another tenant)."""
+
+
+class Conflict(JobhostError):
+    """Raised when a resource's state forbids the operation (e.g. retrying a run not dead)."""
+
+
+class RateLimited(JobhostError):
+    """Raised when a caller is over its request rate; `retry_after_s` says when to try again."""
+
+    def __init__(self, message: str | None = None, *, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

@@ -17,6 +17,7 @@ script call per `batch` runs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -106,7 +107,14 @@ async def rebuild_if_lost(
         return None
     started = time.monotonic()
     await mark_generation(services, epoch)
-    count = await reenqueue_unknown(services, older_than_s=0.0, still_leader=still_leader)
+    try:
+        count = await reenqueue_unknown(services, older_than_s=0.0, still_leader=still_leader)
+    except BaseException:
+        # Not rebuilt after all: drop the marker so the next tick tries the whole rebuild again
+        # (if Redis is unreachable the marker is gone with it anyway).
+        with contextlib.suppress(Exception):
+            await services.redis.delete(services.queue.keys.generation)
+        raise
     log.warning(
         "Redis generation marker missing: rebuilt %d runs from PostgreSQL in %.2fs",
         count,

@@ -127,6 +127,34 @@ async def set_enabled(
     return _job(row) if row else None
 
 
+async def update_job(
+    conn: Conn,
+    tenant_id: str,
+    name: str,
+    *,
+    payload: dict[str, Any],
+    schedule: Schedule | None,
+    priority: int | None,
+    enabled: bool,
+    next_fire_at: datetime | None,
+) -> JobDef | None:
+    """Replace a definition's payload, schedule, priority, enabled flag and next tick."""
+    row = await conn.fetchrow(
+        f"""UPDATE jobs SET payload = $3::jsonb, schedule = $4::jsonb, priority = $5,
+                            enabled = $6, next_fire_at = $7, updated_at = now()
+            WHERE tenant_id = $1 AND name = $2
+            RETURNING {_COLUMNS}""",
+        tenant_id,
+        name,
+        orjson.dumps(payload).decode(),
+        orjson.dumps(schedule.as_dict()).decode() if schedule else None,
+        priority,
+        enabled,
+        next_fire_at,
+    )
+    return _job(row) if row else None
+
+
 async def delete_job(conn: Conn, tenant_id: str, name: str) -> bool:
     """Delete a definition; its runs stay (their job_id becomes NULL)."""
     result: str = await conn.execute(

@@ -370,6 +370,9 @@ async def list_runs(
     job_type: str | None = None,
     limit: int = 50,
     before: tuple[datetime, str] | None = None,
+    job_id: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """Newest first, filtered; `before` (created_at, id) continues from a previous page."""
     rows = await conn.fetch(
@@ -378,6 +381,9 @@ async def list_runs(
               AND ($2::text IS NULL OR state = $2)
               AND ($3::text IS NULL OR type = $3)
               AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5::uuid))
+              AND ($7::uuid IS NULL OR job_id = $7)
+              AND ($8::timestamptz IS NULL OR created_at >= $8)
+              AND ($9::timestamptz IS NULL OR created_at < $9)
             ORDER BY created_at DESC, id DESC
             LIMIT $6""",
         tenant_id,
@@ -386,8 +392,66 @@ async def list_runs(
         before[0] if before else None,
         before[1] if before else None,
         limit,
+        job_id,
+        created_after,
+        created_before,
     )
     return [run_record(row) for row in rows]
+
+
+async def replay_dead(
+    conn: asyncpg.Pool | asyncpg.Connection, run_id: str, tenant_id: str, budget: int
+) -> ActiveRun | None:
+    """Put a dead run back to queued with `budget` more attempts (its attempt count goes on, so
+    earlier attempts keep their history); None when it is not a dead run of this tenant."""
+    row = await conn.fetchrow(
+        f"""UPDATE runs
+            SET state = 'queued', max_attempts = attempt + $3, run_at = now(),
+                finished_at = NULL, result = NULL, error = NULL
+            WHERE id = $1::uuid AND tenant_id = $2 AND state = 'dead'
+            RETURNING {_ACTIVE_COLUMNS}""",
+        run_id,
+        tenant_id,
+        budget,
+    )
+    if row is None:
+        return None
+    return ActiveRun(
+        id=str(row["id"]), tenant_id=row["tenant_id"], type=row["type"],
+        job_id=str(row["job_id"]) if row["job_id"] else None, state=row["state"],
+        payload_json=row["payload_json"], priority=row["priority"], attempt=row["attempt"],
+        max_attempts=row["max_attempts"], timeout_s=row["timeout_s"], delay_s=row["delay_s"],
+    )  # fmt: skip
+
+
+async def state_counts_by_type(
+    conn: asyncpg.Pool | asyncpg.Connection, tenant_id: str, states: Sequence[str]
+) -> dict[str, dict[str, int]]:
+    """Per type, how many of the tenant's runs are in each of `states`."""
+    rows = await conn.fetch(
+        """SELECT type, state, count(*) AS n FROM runs
+           WHERE tenant_id = $1 AND state = ANY($2::text[]) GROUP BY type, state""",
+        tenant_id,
+        list(states),
+    )
+    out: dict[str, dict[str, int]] = {}
+    for row in rows:
+        out.setdefault(row["type"], {})[row["state"]] = int(row["n"])
+    return out
+
+
+async def owned(
+    conn: asyncpg.Pool | asyncpg.Connection, tenant_id: str, run_ids: Sequence[str]
+) -> set[str]:
+    """The ids among `run_ids` that are runs of this tenant."""
+    if not run_ids:
+        return set()
+    rows = await conn.fetch(
+        "SELECT id FROM runs WHERE id = ANY($1::uuid[]) AND tenant_id = $2",
+        list(run_ids),
+        tenant_id,
+    )
+    return {str(row["id"]) for row in rows}
 
 
 async def count_by_state(

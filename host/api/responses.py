@@ -1,0 +1,114 @@
+"""JSON Schemas of the API's success bodies, for the OpenAPI document (and the test that checks
+real responses against it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from host.states import RunState
+
+_TIME = {"type": "string", "format": "date-time"}
+_OPT_TIME = {"type": ["string", "null"], "format": "date-time"}
+_OPT_STR = {"type": ["string", "null"]}
+
+
+def _obj(required: list[str], props: dict[str, Any], extra: bool = False) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": props,
+            "additionalProperties": extra}  # fmt: skip
+
+
+_ATTEMPT = _obj(
+    ["attempt", "worker", "started_at", "finished_at", "outcome", "error", "traceback"],
+    {"attempt": {"type": "integer"}, "worker": {"type": "string"}, "started_at": _OPT_TIME,
+     "finished_at": _TIME, "outcome": {"enum": ["succeeded", "failed", "dead", "timed_out",
+     "lost"]}, "error": _OPT_STR, "traceback": _OPT_STR},
+)  # fmt: skip
+
+_RUN_FIELDS: dict[str, Any] = {
+    "id": {"type": "string", "format": "uuid"}, "tenant_id": {"type": "string"},
+    "type": {"type": "string"}, "job_id": _OPT_STR, "state": {"enum": [s.value for s in RunState]},
+    "payload": {"type": "object"}, "priority": {"type": "integer"},
+    "attempt": {"type": "integer"}, "max_attempts": {"type": "integer"},
+    "timeout_s": {"type": "number"}, "idempotency_key": _OPT_STR, "scheduled_for": _OPT_TIME,
+    "run_at": _TIME, "created_at": _TIME, "started_at": _OPT_TIME, "finished_at": _OPT_TIME,
+    "worker": _OPT_STR, "result": {}, "error": _OPT_STR,
+}  # fmt: skip
+
+_SUMMARY = _obj(
+    ["id", "type", "state", "created"],
+    {"id": {"type": "string"}, "type": {"type": "string"},
+     "state": {"enum": [s.value for s in RunState]}, "created": {"type": "boolean"}},
+)  # fmt: skip
+
+_JOB = _obj(
+    ["id", "name", "type", "payload", "schedule", "priority", "enabled", "next_fire_at",
+     "last_fire_at", "created_at", "next_fire_times"],
+    {"id": {"type": "string"}, "name": {"type": "string"}, "type": {"type": "string"},
+     "payload": {"type": "object"}, "schedule": {"type": ["object", "null"]},
+     "priority": {"type": ["integer", "null"]}, "enabled": {"type": "boolean"},
+     "next_fire_at": _OPT_TIME, "last_fire_at": _OPT_TIME, "created_at": _TIME,
+     "next_fire_times": {"type": "array", "items": _TIME}},
+)  # fmt: skip
+
+_NUM_OR_NULL = {"type": ["number", "null"]}
+_INT_OR_NULL = {"type": ["integer", "null"]}
+
+#: Success body schemas by name; `{"$ref": "#/components/schemas/X"}` points at a sibling.
+RESPONSES: dict[str, dict[str, Any]] = {
+    "Run": _obj(
+        list(_RUN_FIELDS),
+        _RUN_FIELDS | {"attempts": {"type": "array", "items": _ATTEMPT},
+                       "progress": {}, "created": {"type": "boolean"}},
+    ),
+    "RunPage": _obj(
+        ["runs", "next_cursor"],
+        {"runs": {"type": "array", "items": _obj(list(_RUN_FIELDS), _RUN_FIELDS)},
+         "next_cursor": {"type": ["string", "null"]}},
+    ),
+    "Batch": _obj(["runs"], {"runs": {"type": "array", "items": _SUMMARY}}),
+    "Triggered": _obj(
+        ["id", "type", "state", "job"],
+        {"id": {"type": "string"}, "type": {"type": "string"},
+         "state": {"enum": [s.value for s in RunState]}, "job": {"type": "string"}},
+    ),
+    "Job": _JOB,
+    "JobList": _obj(
+        ["jobs"], {"jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}}}
+    ),
+    "TypeList": _obj(["types"], {"types": {"type": "array", "items": _obj(
+        ["name", "plugin", "description", "schema", "policy"],
+        {"name": {"type": "string"}, "plugin": {"type": "string"},
+         "description": {"type": "string"}, "schema": {"type": "object"},
+         "policy": {"type": "object"}},
+    )}}),
+    "Queues": _obj(["types"], {"types": {"type": "object", "additionalProperties": _obj(
+        ["ready", "delayed", "in_flight", "dead", "throttled", "tokens", "limits"],
+        {"ready": {"type": "integer"}, "delayed": {"type": "integer"},
+         "in_flight": {"type": "integer"}, "dead": {"type": "integer"},
+         "throttled": {"type": "integer"}, "tokens": _NUM_OR_NULL,
+         "limits": _obj(
+             ["rate_per_s", "burst", "concurrency", "lane_rate_per_s", "lane_burst",
+              "lane_concurrency"],
+             {"rate_per_s": _NUM_OR_NULL, "burst": _INT_OR_NULL, "concurrency": _INT_OR_NULL,
+              "lane_rate_per_s": _NUM_OR_NULL, "lane_burst": _INT_OR_NULL,
+              "lane_concurrency": _INT_OR_NULL},
+         )},
+    )}}),
+    "Workers": _obj(["workers"], {"workers": {"type": "array", "items": _obj(
+        ["id", "host", "pid", "types", "concurrency", "started_at", "heartbeat_age_s", "alive",
+         "current_runs"],
+        {"id": {"type": "string"}, "host": {"type": "string"}, "pid": {"type": "integer"},
+         "types": {"type": ["array", "null"], "items": {"type": "string"}},
+         "concurrency": {"type": "integer"}, "started_at": {"type": ["number", "null"]},
+         "heartbeat_age_s": {"type": "number"}, "alive": {"type": "boolean"},
+         "current_runs": {"type": "array", "items": {"type": "string"}}},
+    )}}),
+    "Health": _obj(["status"], {"status": {"const": "ok"}}),
+    "Ready": _obj(
+        ["status", "checks"],
+        {"status": {"enum": ["ok", "unavailable"]},
+         "checks": _obj(["postgresql", "redis"], {"postgresql": {"type": "string"},
+                                                 "redis": {"type": "string"}})},
+    ),
+    "OpenAPI": {"type": "object", "required": ["openapi", "paths"]},
+}  # fmt: skip
