@@ -18,6 +18,9 @@ from pathlib import Path
 from bench.common import ROOT
 
 BULLMQ_DIR = ROOT / "bench" / "bullmq"
+#: Broker URL of a peer module imported without BENCH_PEER_REDIS (by the orchestrator, for its
+#: INFO): a port nothing listens on, so that it can never touch another Redis on this machine.
+NOWHERE = "redis://127.0.0.1:1/15"
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ import os
 from celery import Celery
 
 from bench.peers import counter
-from bench.peers.base import Ctx, Peer, python_argv
+from bench.peers.base import NOWHERE, Ctx, Peer, python_argv
 
-app = Celery("bench", broker=os.environ.get("BENCH_PEER_REDIS", "redis://localhost"))
+app = Celery("bench", broker=os.environ.get("BENCH_PEER_REDIS", NOWHERE))
 app.conf.task_ignore_result = True  # no result backend: completion is counted in Redis
 app.conf.worker_hijack_root_logger = False
 

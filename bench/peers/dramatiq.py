@@ -8,9 +8,9 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
 from bench.peers import counter
-from bench.peers.base import Ctx, Peer, python_argv
+from bench.peers.base import NOWHERE, Ctx, Peer, python_argv
 
-broker = RedisBroker(url=os.environ.get("BENCH_PEER_REDIS", "redis://localhost"))
+broker = RedisBroker(url=os.environ.get("BENCH_PEER_REDIS", NOWHERE))
 dramatiq.set_broker(broker)
 
 

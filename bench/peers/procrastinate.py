@@ -9,7 +9,11 @@ from procrastinate import App, PsycopgConnector
 from bench.peers import counter
 from bench.peers.base import Ctx, Peer, python_argv
 
-app = App(connector=PsycopgConnector(conninfo=os.environ.get("BENCH_PEER_DATABASE", "")))
+app = App(
+    connector=PsycopgConnector(
+        conninfo=os.environ.get("BENCH_PEER_DATABASE", "postgresql://127.0.0.1:1/none")
+    )
+)
 
 
 @app.task(name="noop")

@@ -22,6 +22,9 @@ from bench.peers.counter import WARMUP
 
 
 async def main(args: argparse.Namespace) -> None:
+    # Peer modules read their broker's URL when imported (as their workers do).
+    os.environ["BENCH_PEER_REDIS"] = args.redis_url
+    os.environ["BENCH_PEER_DATABASE"] = args.database_url
     module = importlib.import_module(f"bench.peers.{args.peer}")
     producer = module.Producer()
     await producer.open(Ctx(args.redis_url, args.database_url))

@@ -7,9 +7,9 @@ import os
 from taskiq_redis import RedisStreamBroker
 
 from bench.peers import counter
-from bench.peers.base import Ctx, Peer, python_argv
+from bench.peers.base import NOWHERE, Ctx, Peer, python_argv
 
-broker = RedisStreamBroker(url=os.environ.get("BENCH_PEER_REDIS", "redis://localhost"))
+broker = RedisStreamBroker(url=os.environ.get("BENCH_PEER_REDIS", NOWHERE))
 
 
 @broker.task(task_name="noop")
