@@ -1,4 +1,6 @@
-"""RQ: `rq worker-pool` with C worker processes, each forking a work horse per job (default)."""
+"""RQ: `rq worker-pool` with C worker processes of the SimpleWorker class (jobs run in the worker
+process). The default Worker forks a work horse per job: here that took about 0.8 s per no-op job
+(measured 2026-11-30 under load; about 11 jobs/s with C10), too slow for the benchmark's budget."""
 
 from __future__ import annotations
 
@@ -39,11 +41,21 @@ class Producer:
 INFO = Peer(
     name="rq",
     packages=("rq",),
-    settings="`rq worker-pool -n C` per worker process: C worker processes, each forking a"
-    " work horse per job (the default Worker), results kept (default 500 s); bulk:"
-    " Queue.enqueue_many (one pipeline per batch)",
+    settings="`rq worker-pool -n C -w rq.worker.SimpleWorker` per worker process: C worker"
+    " processes running jobs in-process (the default Worker's fork per job took about 0.8 s"
+    " per job here), results kept (default 500 s), --quiet logging; bulk: Queue.enqueue_many"
+    " (one pipeline per batch)",
     worker_argv=lambda c, i, ctx: python_argv(
-        "rq", "worker-pool", "-n", str(c), "-u", ctx.redis_url, "bench"
+        "rq",
+        "worker-pool",
+        "-n",
+        str(c),
+        "-w",
+        "rq.worker.SimpleWorker",
+        "-u",
+        ctx.redis_url,
+        "-q",
+        "bench",
     ),
     bulk="enqueue_many",
     startup_s=3.0,

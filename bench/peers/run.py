@@ -61,6 +61,10 @@ def versions(name: str) -> dict[str, str]:
     return out
 
 
+def pythonpath() -> str:
+    return os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+
+
 class Workers:
     """W worker processes of a peer (plain subprocesses, output to a log file)."""
 
@@ -73,6 +77,7 @@ class Workers:
             "BENCH_PEER_TARGET": str(target),
             "BENCH_PEER_CONCURRENCY": str(c),
             "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": pythonpath(),  # console scripts do not put the cwd on sys.path
         }
         self.log = log
         self.procs: list[asyncio.subprocess.Process] = []
@@ -163,8 +168,9 @@ class PeerBench:
 
     async def apply_schema(self, info: Peer, db_url: str) -> None:
         argv = [*info.worker_argv(1, 0, Ctx(self.redis_url, db_url))[:3], "schema", "--apply"]
+        env = {**os.environ, "BENCH_PEER_DATABASE": db_url, "PYTHONPATH": pythonpath()}
         proc = await asyncio.create_subprocess_exec(
-            *argv, cwd=ROOT, env={**os.environ, "BENCH_PEER_DATABASE": db_url},
+            *argv, cwd=ROOT, env=env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
         out, _ = await proc.communicate()
