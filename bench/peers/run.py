@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from bench.drain import Bench
 
 PEER_DB = 1  #: the Redis database the peers use (jobhost uses namespaces in database 0)
-SINGLE_RUNS = 5_000  #: jobs of the single-call enqueue measurement (no worker running)
+SINGLE_RUNS = 3_000  #: jobs of the single-call enqueue measurement (no worker running)
 
 
 def peer(name: str) -> ModuleType:
