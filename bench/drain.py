@@ -727,11 +727,12 @@ def render(meta: dict[str, Any], results: list[dict[str, Any]]) -> tuple[str, st
             f" running ({s['single_enqueue_runs']:,} jobs). Pickup: {s['paced_rate']:g} jobs/s"
             f" for {s['paced_seconds']:g} s, W1 C10."
         )
-        settings = [
-            f"jobhost {meta['git_commit'] or ''}: every run and attempt committed in"
-            " PostgreSQL (the only one with durable per-run history besides"
-            " Procrastinate's jobs table)"
-        ]
+        settings = []
+        if "jobhost" in s["systems"]:
+            settings.append(
+                f"jobhost {meta['git_commit'] or ''}: every run and attempt committed in"
+                " PostgreSQL (no peer but Procrastinate keeps a durable per-job history)"
+            )
         for name, p in meta.get("peers", {}).items():
             ver = ", ".join(f"{k} {v}" for k, v in p["versions"].items())
             settings.append(f"{name} ({ver}): {p['settings']}")
