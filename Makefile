@@ -28,8 +28,18 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
-bench: $(STAMP)
-	$(BIN)/python -m bench.drain
+# The benchmark's own dependencies: the peers (the `bench` extra, arq apart: see pyproject.toml)
+# and BullMQ's npm project. BENCH_ARGS passes flags, e.g. BENCH_ARGS='--systems jobhost,bullmq'.
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml bench/bullmq/package-lock.json
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/pip install --quiet --no-deps arq==0.28.0
+	cd bench/bullmq && npm ci --no-audit --no-fund --silent
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench.drain $(BENCH_ARGS)
 	$(BIN)/python -m bench.http_enqueue
 
 clean:

@@ -43,6 +43,10 @@ from redis.asyncio import Redis
 
 from bench import report
 from bench.common import ROOT
+from bench.peers import PEERS
+from bench.peers.run import SINGLE_RUNS, PeerBench, peer, versions
+from bench.peers.table import side_by_side
+from bench.peers.table import summaries as peer_summaries
 from bench.plugin import STAMP
 from bench.procs import Child, ChildFailed, local_process, parent_pid, peak_rss_mb, tree_cpu_s
 from host.embedded import EmbeddedServers
@@ -313,6 +317,32 @@ class Bench:
             row[name + "_delta"] = after[name] - before[name]
         self.record(row, f"{row['runs_per_s']:,.0f} runs/s, {label}")
 
+    async def enqueue_single(self, rep: int) -> None:
+        """Enqueue throughput with one Client.enqueue call per run, no worker running."""
+        runs = min(SINGLE_RUNS, self.args.runs)
+        async with self.fresh() as (db, ns):
+            extra = ["--mode", "single", "--runs", str(runs)]
+            producer = self._child("producer", "bench.producer_proc", db, ns, extra)
+            try:
+                await producer.start()
+                await producer.expect("ready")
+                cpu0 = self.cpu({"producer": [producer]})
+                producer.send("go")
+                done = await producer.expect("done", timeout_s=max(120.0, runs / 100))
+                cpu1 = self.cpu({"producer": [producer]})
+                producer.send("exit")
+                await producer.finish()
+            finally:
+                producer.kill()
+        row: dict[str, Any] = {
+            "kind": "enqueue", "system": "jobhost", "api": "single", "runs": runs, "rep": rep,
+            "enqueue_runs_per_s": runs / (done["t_done"] - done["t_first"]),
+        }  # fmt: skip
+        window = {role: delta(cpu0, cpu1, role) for role in ("producer", "redis", "postgres")}
+        add_cpu(row, window, runs, "")
+        row["other_load"] = other_load(cpu0, cpu1, self.target.embedded)
+        self.record(row, f"{row['enqueue_runs_per_s']:,.0f} single enqueues/s, jobhost #{rep}")
+
     async def _go(self, workers: list[Child]) -> list[float]:
         for w in workers:
             w.send("go")
@@ -395,14 +425,32 @@ class Bench:
 
     async def run(self) -> None:
         a = self.args
+        peers = PeerBench(self)
+        paced = a.rate > 0 and a.paced_seconds > 0
         plan: list[Any] = []
         for rep in range(1, a.repeat + 1):  # repeats outermost: drift spreads over all configs
-            for variant in a.variants:
-                for n in a.workers:
-                    for cfg in a.configs:
-                        plan.append((self.drain, variant, n, cfg, rep))
-            if a.rate > 0 and a.paced_seconds > 0:
-                plan.append((self.latency, a.configs[0], rep))
+            if "jobhost" in a.systems:
+                for variant in a.variants:
+                    for n in a.workers:
+                        for cfg in a.configs:
+                            plan.append((self.drain, variant, n, cfg, rep))
+                for n, c in a.peer_configs:  # jobhost at the peers' settings, if not done above
+                    cfg = WorkerConfig(c)
+                    if "e2e" not in a.variants or n not in a.workers or cfg not in a.configs:
+                        plan.append((self.drain, "e2e", n, cfg, rep))
+                plan.append((self.enqueue_single, rep))
+                if paced:
+                    plan.append((self.latency, a.configs[0], rep))
+            if rep > a.peer_repeat:
+                continue
+            for name in a.systems:
+                if name == "jobhost":
+                    continue
+                for n, c in a.peer_configs:
+                    plan.append((peers.drain, name, n, c, rep))
+                plan.append((peers.single, name, rep))
+                if paced:
+                    plan.append((peers.latency, name, rep))
         failed_in_a_row = 0
         for i, (fn, *params) in enumerate(plan, 1):
             for attempt in range(a.noisy_retries + 1):
@@ -413,7 +461,10 @@ class Bench:
                     failed_in_a_row = 0
                 except ChildFailed as exc:
                     print(f"  FAILED: {exc}", flush=True)
-                    self.errors.append(str(exc).splitlines()[0])
+                    who = params[0] if isinstance(params[0], str) and fn.__self__ is peers else ""
+                    self.errors.append(f"{who}: " * bool(who) + str(exc).splitlines()[0])
+                    if who:  # a peer that fails does not stop the others
+                        break
                     failed_in_a_row += 1
                     if failed_in_a_row == 3:
                         print("three measurements failed in a row: giving up", flush=True)
@@ -590,8 +641,26 @@ async def environment(target: Target, args: argparse.Namespace) -> dict[str, Any
             "paced_rate": args.rate,
             "paced_seconds": args.paced_seconds,
             "quick": args.quick,
+            "systems": args.systems,
+            "peer_configs": [list(pc) for pc in args.peer_configs],
+            "peer_repeat": args.peer_repeat,
+            "single_enqueue_runs": min(SINGLE_RUNS, args.runs),
         },
+        "peers": {
+            name: {"versions": versions(name), "settings": peer(name).INFO.settings}
+            for name in args.systems
+            if name != "jobhost"
+        },
+        "node": node_version() if "bullmq" in args.systems else None,
     }
+
+
+def node_version() -> str | None:
+    try:
+        out = subprocess.run(["node", "--version"], capture_output=True, text=True)
+    except OSError:
+        return None
+    return out.stdout.strip() or None
 
 
 def header_lines(meta: dict[str, Any]) -> list[str]:
@@ -644,6 +713,38 @@ def render(meta: dict[str, Any], results: list[dict[str, Any]]) -> tuple[str, st
         h, rows = report.latency_table(lsum)
         text += ["", title, report.text_table(h, rows)]
         md += ["", "## Pickup latency", "", title, "", report.markdown_table(h, rows)]
+    psum = peer_summaries(results)
+    s = meta["settings"]
+    if len(s["systems"]) > 1 or psum:
+        configs = [tuple(pc) for pc in s["peer_configs"]]
+        h, rows, ratios = side_by_side(s["systems"], configs, [*dsum, *lsum, *psum])
+        title = (
+            f"jobhost and the peers, side by side: {s['runs']:,} no-op jobs enqueued by one"
+            " producer while idle workers wait (end-to-end), W worker processes x concurrency C;"
+            f" jobhost median of {s['repeat']}, peers median of {s['peer_repeat']}."
+            " CPU ms per 1,000 jobs: producer / workers / Redis / PostgreSQL = total. Enqueue bulk:"
+            " the producer's rate during the W1 drain; single: one call per job, no worker"
+            f" running ({s['single_enqueue_runs']:,} jobs). Pickup: {s['paced_rate']:g} jobs/s"
+            f" for {s['paced_seconds']:g} s, W1 C10."
+        )
+        settings = []
+        if "jobhost" in s["systems"]:
+            settings.append(
+                f"jobhost {meta['git_commit'] or ''}: every run and attempt committed in"
+                " PostgreSQL (no peer but Procrastinate keeps a durable per-job history)"
+            )
+        for name, p in meta.get("peers", {}).items():
+            ver = ", ".join(f"{k} {v}" for k, v in p["versions"].items())
+            settings.append(f"{name} ({ver}): {p['settings']}")
+        counting = (
+            "Peers' completion: every no-op handler INCRs a counter in Redis (the peers' own"
+            " Redis database on the same Valkey); the one reaching N stamps the end time."
+            " Those INCRs are in the peers' Redis CPU."
+        )
+        text += ["", title, report.text_table(h, rows), *ratios, *settings, counting]
+        md += ["", "## jobhost and the peers", "", title, "", report.markdown_table(h, rows), ""]
+        md += [*(f"- **{r}**" for r in ratios), "", "Settings:", ""]
+        md += [*(f"- {line}" for line in settings), "", counting]
     notes = []
     busy = [s for s in [*dsum, *lsum] if (s.get("other_load") or 0) > 0.10]
     if busy:
@@ -655,7 +756,7 @@ def render(meta: dict[str, Any], results: list[dict[str, Any]]) -> tuple[str, st
         notes.append(f"FAILED measurements ({len(meta['errors'])}): " + "; ".join(meta["errors"]))
     text += ["", *notes] if notes else []
     md += ["", *(f"**{n}**" for n in notes)] if notes else []
-    return "\n".join(text) + "\n", "\n".join(md) + "\n", [*dsum, *lsum]
+    return "\n".join(text) + "\n", "\n".join(md) + "\n", [*dsum, *lsum, *psum]
 
 
 # --- main ----------------------------------------------------------------------------------------
@@ -681,8 +782,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         " (default 200), prefetch (default C); default 10,200:200",
     )
     p.add_argument(
-        "--variants", default="e2e,drain,limited",
-        help="e2e, drain and/or limited (drain with non-binding limits); default all three",
+        "--variants", default="e2e,drain",
+        help="e2e, drain and/or limited (drain with non-binding limits); default e2e,drain"
+        " (add limited for the cost of checking limits: it does not fit the 15-minute budget"
+        " next to the peers)",
     )  # fmt: skip
     p.add_argument(
         "--types",
@@ -714,8 +817,33 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         " the CPUs during a measurement (default 2; the noisy one is kept in the JSON lines,"
         " marked discarded)",
     )
+    p.add_argument(
+        "--systems",
+        default=",".join(["jobhost", *PEERS]),
+        help=f"systems to measure, comma-separated: jobhost and/or {', '.join(PEERS)}"
+        " (default all)",
+    )
+    p.add_argument(
+        "--peer-configs",
+        default="1:10,2:50",
+        help="W:C pairs the peers drain at (worker processes : concurrency); jobhost also runs"
+        " them end-to-end; default 1:10,2:50",
+    )
+    p.add_argument(
+        "--peer-repeat", type=int, default=1, help="measurements per peer configuration (1)"
+    )
     p.add_argument("--keep-logs", action="store_true", help="keep the temp folder of logs")
     args = p.parse_args(argv)
+    args.systems = [name.strip() for name in args.systems.split(",") if name.strip()]
+    if set(args.systems) - {"jobhost", *PEERS}:
+        p.error(f"--systems takes jobhost, {', '.join(PEERS)}")
+    try:
+        args.peer_configs = [
+            (int(w), int(c))
+            for w, c in (pc.split(":") for pc in args.peer_configs.split(",") if pc)
+        ]
+    except ValueError:
+        p.error("--peer-configs takes W:C pairs, e.g. 1:10,2:50")
     quick = args.quick
     args.runs = args.runs or (5_000 if quick else 20_000)
     args.repeat = args.repeat or (1 if quick else 3)

@@ -4,6 +4,7 @@ Opens the services and says "ready"; on "go" enqueues through host.client.Client
 "done" with its timings and waits for "exit" (or stdin closing).
 
 bulk   --runs N noop runs with enqueue_many, --batch at a time, one batch after the other.
+single --runs N noop runs, one Client.enqueue call each.
 paced  --rate runs/s for --seconds, one Client.enqueue call each, of the `bench.stamp` type;
        the payload carries `t`, the time the enqueue call started. --warmup runs first (marked
        `"w": 1` in the payload, left out of the latency figures) warm the connections.
@@ -31,6 +32,13 @@ async def bulk(client: Client, runs: int, batch: int, job_type: str) -> dict[str
         await client.enqueue_many([RunRequest(job_type, {"i": sent + i}) for i in range(n)])
         sent += n
     return {"t_first": t_first, "t_done": time.time(), "enqueued": sent}
+
+
+async def single(client: Client, runs: int, job_type: str) -> dict[str, float]:
+    t_first = time.time()
+    for i in range(runs):
+        await client.enqueue(job_type, {"i": i})
+    return {"t_first": t_first, "t_done": time.time(), "enqueued": runs}
 
 
 async def paced(client: Client, rate: float, seconds: float, warmup: int) -> dict[str, float]:
@@ -65,6 +73,8 @@ async def main(args: argparse.Namespace) -> None:
         cpu0 = time.process_time()
         if args.mode == "bulk":
             done = await bulk(client, args.runs, args.batch, args.type)
+        elif args.mode == "single":
+            done = await single(client, args.runs, args.type)
         else:
             done = await paced(client, args.rate, args.seconds, args.warmup)
         cpu = time.process_time() - cpu0
@@ -80,7 +90,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--database-url", required=True)
     p.add_argument("--redis-url", required=True)
     p.add_argument("--namespace", required=True)
-    p.add_argument("--mode", choices=["bulk", "paced"], default="bulk")
+    p.add_argument("--mode", choices=["bulk", "single", "paced"], default="bulk")
     p.add_argument("--type", default="noop", help="job type of bulk runs")
     p.add_argument("--runs", type=int, default=20_000)
     p.add_argument("--batch", type=int, default=500)
