@@ -230,7 +230,7 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _serve_dev(args: argparse.Namespace, settings: Settings) -> int:
-    applied = await apply_migrations(_require(settings).database_url or "")
+    applied = await apply_migrations(resolve_urls(settings).database_url or "")
     async with open_services(settings) as services:
         worker = _worker(args, services)
         scheduler = Scheduler(services)
@@ -329,7 +329,7 @@ async def _run_until_signalled(role: Callable[[asyncio.Event], Awaitable[None]])
 
 
 async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    applied = await apply_migrations(_require(settings).database_url or "")
+    applied = await apply_migrations(resolve_urls(settings).database_url or "")
     _emit(args, {"applied": applied}, "applied: " + (", ".join(applied) or "nothing (up to date)"))
     return 0
 
@@ -367,8 +367,8 @@ async def cmd_queues(args: argparse.Namespace, settings: Settings) -> int:
         types = sorted(set(services.registry.types) | set(await services.queue.known_types()))
         depths = await services.queue.depths(types)
         totals = await services.queue.totals()
-    data = {"types": {t: {"ready": d.ready} for t, d in depths.items()}, **totals}
-    text = "\n".join(f"{t:<20} ready {d.ready}" for t, d in depths.items())
+    data = {"types": {t: {"ready": n} for t, n in depths.items()}, **totals}
+    text = "\n".join(f"{t:<20} ready {n}" for t, n in depths.items())
     text += f"\ndelayed {totals['delayed']}, in flight {totals['in_flight']}"
     _emit(args, data, text)
     return 0
@@ -622,10 +622,6 @@ def _run_text(run: dict[str, Any]) -> str:
 
 
 # -- output -------------------------------------------------------------------------------------
-
-
-def _require(settings: Settings) -> Settings:
-    return resolve_urls(settings)
 
 
 def _emit(args: argparse.Namespace, data: Any, text: str) -> None:

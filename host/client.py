@@ -106,7 +106,9 @@ class Client:
         delay_s = _delay(req)
         run_id = str(new_run_id())
         payload_json = orjson.dumps(req.payload)
-        envelope = _envelope(run_id, req, self.tenant, max_attempts, timeout_s, payload_json)
+        env = envelope(
+            run_id, req.type, self.tenant, max_attempts, timeout_s, req.job_id, payload_json
+        )
         row = run_store.NewRun(
             id=run_id,
             tenant_id=self.tenant,
@@ -121,7 +123,7 @@ class Client:
             scheduled_for=req.scheduled_for,
         )
         queued = QueuedRun(
-            run_id, req.type, priority, max_attempts, int(delay_s * 1000), envelope,
+            run_id, req.type, priority, max_attempts, int(delay_s * 1000), env,
             lane=lane_of(policy, self.tenant, req.payload),
         )  # fmt: skip
         return row, queued
@@ -204,18 +206,6 @@ def _delay(req: RunRequest) -> float:
     if req.run_at is not None:
         return max(0.0, (req.run_at - datetime.now(UTC)).total_seconds())
     return float(req.delay_s or 0.0)
-
-
-def _envelope(
-    run_id: str,
-    req: RunRequest,
-    tenant: str,
-    max_attempts: int,
-    timeout_s: float,
-    payload_json: bytes,
-) -> bytes:
-    """`envelope` for a request."""
-    return envelope(run_id, req.type, tenant, max_attempts, timeout_s, req.job_id, payload_json)
 
 
 def envelope(

@@ -64,7 +64,15 @@ class ValidationFailed(JobhostError):
         self.errors = errors
 
 
-class RunNotFound(JobhostError):
+class NotFound(JobhostError):
+    """Raised when an API path or resource does not exist (or belongs to another tenant)."""
+
+
+class Conflict(JobhostError):
+    """Raised when a resource's state forbids the operation (e.g. retrying a run not dead)."""
+
+
+class RunNotFound(NotFound):
     """Raised when a run id is not known."""
 
     def __init__(self, run_id: str) -> None:
@@ -99,7 +107,7 @@ class PermanentFailure(JobhostError):
     """Raised by a handler when retrying cannot help: the run is dead-lettered at once."""
 
 
-class JobNotFound(JobhostError):
+class JobNotFound(NotFound):
     """Raised when a job definition name is not known."""
 
     def __init__(self, name: str) -> None:
@@ -107,7 +115,7 @@ class JobNotFound(JobhostError):
         self.name = name
 
 
-class JobExists(JobhostError):
+class JobExists(Conflict):
     """Raised when a job definition with the same name already exists."""
 
     def __init__(self, name: str) -> None:
@@ -142,14 +150,6 @@ class Unauthorized(JobhostError):
 
 class Forbidden(JobhostError):
     """Raised when an API key lacks the scope an operation needs."""
-
-
-class NotFound(JobhostError):
-    """Raised when an API path or resource does not exist (or belongs to another tenant)."""
-
-
-class Conflict(JobhostError):
-    """Raised when a resource's state forbids the operation (e.g. retrying a run not dead)."""
 
 
 class RateLimited(JobhostError):

@@ -50,10 +50,6 @@ class Policy:
     lane_burst: int | None = None  #: capacity of each lane's bucket
     lane_concurrency: int | None = None  #: most runs of one lane running at once
 
-    def rate_per_second(self) -> float | None:
-        """The rate as tokens per second, or None when unlimited."""
-        return parse_rate(self.rate) if self.rate is not None else None
-
 
 def parse_rate(text: str) -> float:
     """Parse "10/s", "600/min", "3/hour" into tokens per second."""

@@ -3,7 +3,6 @@ SIGKILL mid-run, and a graceful SIGTERM. Nothing may be lost."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -183,9 +182,6 @@ def test_migrate_is_idempotent(database_url: str, tmp_path: Path) -> None:
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert json.loads(out) == {"applied": []}  # the template was already migrated
-
-
-_ = asyncio  # the async tests run on pytest-asyncio's loop
 
 
 def test_limits_cli_sets_shows_and_resets(worker_env: dict[str, str], tmp_path: Path) -> None:

@@ -245,8 +245,8 @@ async def test_prefetched_runs_are_handed_back_unspent(client: Client, services)
     states = [(await client.get(i)) for i in ids]
     assert sorted(r["state"] for r in states) == ["queued"] * 5 + ["succeeded"]
     assert all(r["attempt"] == 0 for r in states if r["state"] == "queued")
-    for i in ids:
-        assert await services.queue.attempts_started(i) in (0,)
+    for i in ids:  # handed back with the attempt count undone (or acked and forgotten)
+        assert await services.queue.attempts_started(i) == 0
 
 
 async def test_the_finish_statement_uses_index_lookups_on_a_grown_table(services) -> None:

@@ -62,13 +62,6 @@ class ReapResult:
     dying: list[DyingRun]
 
 
-@dataclass(frozen=True, slots=True)
-class TypeDepth:
-    ready: int
-    delayed: int
-    in_flight: int
-
-
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -213,9 +206,9 @@ class Queue:
         got = await self.redis.blpop([self.keys.wake], timeout=max(timeout_s, 0.001))
         return got is not None
 
-    async def depths(self, types: Sequence[str]) -> dict[str, TypeDepth]:
-        """Ready, delayed and in-flight counts per type (delayed and in flight are shared sets,
-        so they are counted by type from the meta hash only when asked for one type)."""
+    async def depths(self, types: Sequence[str]) -> dict[str, int]:
+        """Ready runs per type, over all its lanes (delayed and in-flight runs are in shared
+        sets: see totals)."""
         pipe = self.redis.pipeline(transaction=False)
         for t in types:
             pipe.zrange(self.keys.lanes(t), 0, -1)
@@ -225,8 +218,7 @@ class Queue:
                 pipe.zcard(self.keys.ready(t, _text(lane)))
         counts = iter(await pipe.execute())
         return {
-            t: TypeDepth(sum(int(next(counts)) for _ in names), 0, 0)
-            for t, names in zip(types, lanes, strict=True)
+            t: sum(int(next(counts)) for _ in names) for t, names in zip(types, lanes, strict=True)
         }
 
     async def totals(self) -> dict[str, int]:

@@ -232,6 +232,16 @@ _ACTIVE_COLUMNS = """id, tenant_id, type, job_id, state, payload::text AS payloa
     greatest(0, extract(epoch FROM run_at - now()))::float8 AS delay_s"""
 
 
+def _active_run(r: asyncpg.Record) -> ActiveRun:
+    """An ActiveRun from a row selected with _ACTIVE_COLUMNS."""
+    return ActiveRun(
+        id=str(r["id"]), tenant_id=r["tenant_id"], type=r["type"],
+        job_id=str(r["job_id"]) if r["job_id"] else None, state=r["state"],
+        payload_json=r["payload_json"], priority=r["priority"], attempt=r["attempt"],
+        max_attempts=r["max_attempts"], timeout_s=r["timeout_s"], delay_s=r["delay_s"],
+    )  # fmt: skip
+
+
 async def active_run_ids(
     conn: asyncpg.Pool | asyncpg.Connection,
     *,
@@ -266,15 +276,7 @@ async def active_runs(
               AND state IN ('scheduled', 'queued', 'running', 'retrying')""",
         list(run_ids),
     )
-    return [
-        ActiveRun(
-            id=str(r["id"]), tenant_id=r["tenant_id"], type=r["type"],
-            job_id=str(r["job_id"]) if r["job_id"] else None, state=r["state"],
-            payload_json=r["payload_json"], priority=r["priority"], attempt=r["attempt"],
-            max_attempts=r["max_attempts"], timeout_s=r["timeout_s"], delay_s=r["delay_s"],
-        )
-        for r in rows
-    ]  # fmt: skip
+    return [_active_run(r) for r in rows]
 
 
 async def active_runs_of_jobs(
@@ -416,12 +418,7 @@ async def replay_dead(
     )
     if row is None:
         return None
-    return ActiveRun(
-        id=str(row["id"]), tenant_id=row["tenant_id"], type=row["type"],
-        job_id=str(row["job_id"]) if row["job_id"] else None, state=row["state"],
-        payload_json=row["payload_json"], priority=row["priority"], attempt=row["attempt"],
-        max_attempts=row["max_attempts"], timeout_s=row["timeout_s"], delay_s=row["delay_s"],
-    )  # fmt: skip
+    return _active_run(row)
 
 
 async def state_counts_by_type(

@@ -72,7 +72,7 @@ async def test_batch_validates_all_first_and_queues_none_if_any_is_invalid(
     assert r.status == 202
     runs = (await r.json())["runs"]
     assert len({x["id"] for x in runs}) == 3 and all(x["created"] for x in runs)
-    assert (await services.queue.depths(["sleep"]))["sleep"].ready == 3
+    assert (await services.queue.depths(["sleep"]))["sleep"] == 3
 
 
 async def test_list_filters_by_state_type_job_and_time(api: Api, admin: dict[str, str]) -> None:

@@ -12,7 +12,7 @@ local function parse_limits(text)
   return out[1], out[2], out[3], out[4], out[5], out[6]
 end
 
--- take_tokens(buckets_key, field, rate, burst, now): refill a token bucket to `now`; returns
+-- bucket_tokens(buckets_key, field, rate, burst, now): refill a token bucket to `now`; returns
 -- the tokens available and, when below one, ms until the next whole token.
 local function bucket_tokens(buckets_key, field, rate, burst, now)
   burst = burst or math.max(1, rate)
