@@ -23,7 +23,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy host
+	$(BIN)/mypy host webhooks
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q $(PYTEST_ARGS)

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from host.config import Settings
     from host.jobtypes import JobType
+    from webhooks.outbound.channel import Channel
 
 hookspec = pluggy.HookspecMarker("jobhost")
 
@@ -58,3 +60,20 @@ def jobhost_run_dead(run: dict[str, Any]) -> None:
 
     Fires after ``jobhost_run_finished`` for the same attempt, once per dead run.
     """
+
+
+# ---------------------------------------------------------------------------------------------
+# Notification channels (called in the notifier and the API, once at start-up)
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def jobhost_notification_channels(settings: Settings) -> list[Channel]:
+    """Provide notification channels: ways to deliver run events (`webhooks.outbound.channel`).
+
+    :param settings: the process's settings (SMTP host, timeouts, the SSRF allow-list...).
+    :return: `Channel` objects, each with a unique `name` across all plugins; a subscription's
+        `channel` field picks one. The bundled `webhook` and `email` channels come through this
+        same hook.
+    """
+    raise NotImplementedError
