@@ -76,8 +76,8 @@ def _fill(text: str, event: Any, at: str, errors: list[FieldError], dry: bool) -
         return text
     try:
         if whole:
-            return resolve(event, whole.group(1))
-        return _PLACEHOLDER.sub(lambda m: _text(resolve(event, m.group(1))), text)
+            return resolve(event, whole.group(1).rstrip())
+        return _PLACEHOLDER.sub(lambda m: _text(resolve(event, m.group(1).rstrip())), text)
     except KeyError as exc:
         errors.append(FieldError(at, f"the event has nothing at {exc.args[0] or '/'}"))
         return None

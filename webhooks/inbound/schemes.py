@@ -102,7 +102,8 @@ def _fresh(check: Check, raw: str) -> int:
 def standard_key(secret: str) -> bytes:
     """The HMAC key of a Standard Webhooks secret: base64 after the `whsec_` prefix."""
     try:
-        return base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+        raw = secret.removeprefix("whsec_")
+        return base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ValueError("a Standard Webhooks secret is whsec_ followed by base64") from exc
 
