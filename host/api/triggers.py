@@ -6,12 +6,18 @@ The public side, POST /hooks/{hook}, is host.api.hooks.
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
 from host.api.routes import Param, Route, json_response, services, tenant
 from host.api.runs import MAX_PAGE, _bad, _int
 from host.api.validation import body
 from host.triggers import Triggers, represent
+
+
+#: A delivery log cursor: the id of the last delivery on the previous page.
+_CURSOR = re.compile(r"[0-9]{1,18}")
 
 
 def _triggers(request: web.Request) -> Triggers:
@@ -47,7 +53,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
     limit = _int(q.get("limit", "50"), "limit", 1, MAX_PAGE)
     before = None
     if "cursor" in q:
-        if not q["cursor"].isdigit() or len(q["cursor"]) > 18:
+        if not _CURSOR.fullmatch(q["cursor"]):
             raise _bad("cursor", "not a cursor this API returned")
         before = int(q["cursor"])
     found = await _triggers(request).deliveries(
@@ -73,7 +79,8 @@ ROUTES = [
         "Deliveries received, newest first: accepted, replays, and rejections with the reason",
         query=(Param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE,
                                "default": 50}),
-               Param("cursor", {"type": "string"}, "next_cursor of the previous page")),
+               Param("cursor", {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                     "next_cursor of the previous page")),
         tag="triggers", response="DeliveryPage",
     ),
 ]  # fmt: skip

@@ -19,7 +19,10 @@ async def test_create_show_list_change_delete(api: Api, admin: dict[str, str]) -
                    mapping={"ref": "{{/ref}}"}, rate=5, burst=10)  # fmt: skip
     assert t["path"] == f"/hooks/{t['hook']}" and t["hook"].startswith("h_")
     assert (t["type"], t["job"], t["tolerance_s"], t["max_body_bytes"]) == (
-        "noop", None, 300, 1024 * 1024
+        "noop",
+        None,
+        300,
+        1024 * 1024,
     )
     assert (t["rate"], t["burst"], t["hmac"], t["enabled"]) == (5, 10, None, True)
     shown = await api.get("/api/v1/triggers/gh", headers=admin)
@@ -126,8 +129,9 @@ async def test_delivery_log_pages_with_a_cursor(api: Api, admin: dict[str, str])
     assert [d["delivery_id"] for d in seen] == [None] * 7  # unverified: no trusted id logged
     assert [d["id"] for d in seen] == sorted((d["id"] for d in seen), reverse=True)
     assert {d["reason"] for d in seen} == {"bad_signature"}
-    bad = await api.get("/api/v1/triggers/t/deliveries?cursor=abc", headers=admin)
-    assert (await error_of(bad, 400))["details"][0]["path"] == "cursor"
+    for cursor in ("abc", "%C2%B2", "1" * 19):  # "²" is a digit to str.isdigit, not to int
+        bad = await api.get(f"/api/v1/triggers/t/deliveries?cursor={cursor}", headers=admin)
+        assert (await error_of(bad, 400))["details"][0]["path"] == "cursor"
 
 
 async def test_scopes(api: Api, make_key: MakeKey) -> None:
