@@ -15,7 +15,6 @@ from host.api.runs import MAX_PAGE, _bad, _int
 from host.api.validation import body
 from host.triggers import Triggers, represent
 
-
 #: A delivery log cursor: the id of the last delivery on the previous page.
 _CURSOR = re.compile(r"[0-9]{1,18}")
 
