@@ -24,7 +24,7 @@ from aiohttp import web
 
 from host.api.errors import error_response
 from host.api.routes import Route, json_response, services
-from host.api.validation import check_payload
+from host.api.validation import check_payload, nul_paths
 from host.client import Client, RunRequest
 from host.errors import FieldError, NotFound, ValidationFailed
 from host.services import Services
@@ -95,12 +95,20 @@ async def _accept(request: web.Request, svc: Services, trigger: Trigger) -> web.
     except Rejected as exc:
         raise Refusal(exc.reason, 401, "unauthorized", _UNVERIFIED, detail=exc.detail) from None
     delivery_id = verified.delivery_id or "sha256:" + hashlib.sha256(body).hexdigest()
+    if len(delivery_id) > 200:  # keep the replay key small; the hash is as unique
+        delivery_id = "sha256:" + hashlib.sha256(delivery_id.encode()).hexdigest()
     await _take_token(request, trigger, delivery_id)
     try:
         event = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise Refusal("malformed", 400, "bad_request", "the body is not valid JSON",
                       detail=str(exc), delivery_id=delivery_id) from None  # fmt: skip
+    if b"\\u0000" in body and nul_paths(event, ""):  # PostgreSQL cannot store NUL in jsonb
+        paths = sorted(nul_paths(event, ""))
+        raise Refusal("invalid_payload", 422, "validation_failed",
+                      "the event must not contain the NUL character (\\u0000)",
+                      detail=f"NUL at {', '.join(paths[:5])}", delivery_id=delivery_id,
+                      details=[FieldError(p, "contains NUL") for p in paths])  # fmt: skip
     req = await _run_request(svc, trigger, event, delivery_id)
     return await _enqueue(svc, trigger, req, delivery_id)
 

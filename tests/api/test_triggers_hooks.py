@@ -94,6 +94,7 @@ async def test_standard_webhook_runs_once_and_replays_answer_the_same_run(
     ("case", "reason"),
     [
         ("tampered", "bad_signature"),
+        ("reserialised", "bad_signature"),
         ("wrong_secret", "bad_signature"),
         ("missing_header", "bad_signature"),
         ("v1a_only", "bad_signature"),
@@ -109,6 +110,8 @@ async def test_bad_standard_deliveries_are_401_and_queue_nothing(
     headers = standard(body, "m1")
     if case == "tampered":
         body = body.replace("1", "2")  # one byte
+    elif case == "reserialised":  # the same JSON, other bytes (a proxy that re-encodes)
+        body = orjson.dumps(orjson.loads(body), option=orjson.OPT_INDENT_2).decode()
     elif case == "wrong_secret":
         headers = standard(body, "m1", secret=SECRET_B)
     elif case == "missing_header":
@@ -325,3 +328,27 @@ async def test_replays_hold_across_api_processes_and_restarts(
             await two.close()
             await three.close()
     assert await queued(services) == (2, 2)
+
+
+async def test_hostile_bytes_are_refused_and_logged(
+    api: Api, admin: dict[str, str], services: Services
+) -> None:
+    t = await make(api, admin, scheme="github", secrets=[GITHUB_SECRET])
+    # A signature header that is not UTF-8, on a raw connection (clients refuse to send it).
+    reader, writer = await asyncio.open_connection(api.host, api.port)
+    writer.write(f"POST {t['path']} HTTP/1.1\r\nHost: x\r\nX-GitHub-Delivery: n1\r\n".encode()
+                 + b"X-Hub-Signature-256: sha256=\xff\xfe\r\nContent-Length: 2\r\n"
+                 b"Connection: close\r\n\r\n{}")  # fmt: skip
+    await writer.drain()
+    status_line = (await reader.readline()).decode()
+    writer.close()
+    assert " 401 " in status_line
+    # NUL in a validly signed event: PostgreSQL cannot store it; a 422 naming where, logged.
+    body = b'{"name":"a\\u0000b"}'
+    digest = hmac.new(GITHUB_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    headers = {"X-Hub-Signature-256": f"sha256={digest}", "X-GitHub-Delivery": "n2"}
+    error = await error_of(await api.post(t["path"], data=body, headers=headers), 422)
+    assert error["details"] == [{"path": "/name", "message": "contains NUL"}]
+    reasons = [(d["reason"], d["status"]) for d in await deliveries(api, admin)]
+    assert reasons == [("invalid_payload", 422), ("bad_signature", 401)]
+    assert await queued(services) == (0, 0)

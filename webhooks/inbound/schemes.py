@@ -76,9 +76,15 @@ def _any_match(candidates: Sequence[bytes], expected: Sequence[bytes]) -> bool:
 
 
 def _header(headers: Mapping[str, str], name: str) -> str:
+    """A header's value; Rejected when missing or not UTF-8 (aiohttp keeps undecodable bytes as
+    surrogates, which would not survive encoding)."""
     value = headers.get(name)
     if not value:
         raise Rejected("bad_signature", f"missing header {name}")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise Rejected("bad_signature", f"header {name} is not UTF-8") from None
     return value
 
 
@@ -162,7 +168,8 @@ def _stripe_event_id(body: bytes) -> str | None:
     except orjson.JSONDecodeError:
         return None
     event_id = event.get("id") if isinstance(event, dict) else None
-    return event_id if isinstance(event_id, str) and event_id else None
+    ok = isinstance(event_id, str) and 0 < len(event_id) <= 200 and "\x00" not in event_id
+    return event_id if ok else None
 
 
 # -- generic HMAC-SHA256 ----------------------------------------------------------------------
