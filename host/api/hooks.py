@@ -103,8 +103,8 @@ async def _accept(request: web.Request, svc: Services, trigger: Trigger) -> web.
     except orjson.JSONDecodeError as exc:
         raise Refusal("malformed", 400, "bad_request", "the body is not valid JSON",
                       detail=str(exc), delivery_id=delivery_id) from None  # fmt: skip
-    if b"\\u0000" in body and nul_paths(event, ""):  # PostgreSQL cannot store NUL in jsonb
-        paths = sorted(nul_paths(event, ""))
+    paths = sorted(nul_paths(event, "")) if b"\\u0000" in body else []
+    if paths:  # PostgreSQL cannot store NUL in jsonb
         raise Refusal("invalid_payload", 422, "validation_failed",
                       "the event must not contain the NUL character (\\u0000)",
                       detail=f"NUL at {', '.join(paths[:5])}", delivery_id=delivery_id,
