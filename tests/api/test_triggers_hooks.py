@@ -248,9 +248,10 @@ async def test_mapped_payload_is_validated_before_anything_is_queued(
 
 
 async def test_rate_limit_429_with_retry_after(
-    api: Api, admin: dict[str, str], services: Services
+    api: Api, admin: dict[str, str], other: dict[str, str], services: Services
 ) -> None:
     t = await make(api, admin, rate=0.05, burst=3)  # one token per 20 s after the burst
+    theirs = await make(api, other, rate=0.05, burst=3)  # another tenant's, same settings
     statuses, retry_after = [], []
     for i in range(6):
         body = f'{{"i":{i}}}'
@@ -262,6 +263,9 @@ async def test_rate_limit_429_with_retry_after(
     assert statuses == [202, 202, 202, 429, 429, 429]
     assert all(1 <= s <= 20 for s in retry_after)
     assert await queued(services) == (3, 3)  # exactly what the bucket allows
+    # The exhausted bucket is this trigger's only: the other tenant's hook is unaffected.
+    body = '{"b":1}'
+    assert (await api.post(theirs["path"], data=body, headers=standard(body, "b1"))).status == 202
     reasons = [d["reason"] for d in await deliveries(api, admin)]
     assert reasons.count("rate_limited") == 3
 
