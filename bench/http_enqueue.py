@@ -1,5 +1,6 @@
-"""Enqueue over HTTP: runs/s and latency of POST /api/v1/runs (one run per call) and of
-POST /api/v1/runs/batch, against `jobhost api` in its own process.
+"""Enqueue over HTTP: runs/s and latency of POST /api/v1/runs (one run per call), of
+POST /api/v1/runs/batch, and of signed deliveries to an inbound trigger (POST /hooks/{hook},
+GitHub scheme, a distinct delivery id each), against `jobhost api` in its own process.
 
     python -m bench.http_enqueue [--runs 5000] [--concurrency 16] [--batch 100]
 
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import hmac
 import os
 import shutil
 import sys
@@ -75,13 +78,48 @@ async def measure(args: argparse.Namespace, base: str, key: str) -> list[dict[st
         batch_s, batch = await drive(
             session, f"{base}/api/v1/runs/batch", batches, max(1, args.concurrency // 4)
         )
+        hooks_s, hooks = await drive_hooks(session, base, args.runs, args.concurrency)
     return [
         {"mode": "single", "runs_per_s": args.runs / single_s, "calls": len(single),
          "p50_ms": percentile(single, 0.5) * 1000, "p99_ms": percentile(single, 0.99) * 1000},
         {"mode": f"batch of {args.batch}", "runs_per_s": calls * args.batch / batch_s,
          "calls": len(batch), "p50_ms": percentile(batch, 0.5) * 1000,
          "p99_ms": percentile(batch, 0.99) * 1000},
+        {"mode": "/hooks", "runs_per_s": args.runs / hooks_s, "calls": len(hooks),
+         "p50_ms": percentile(hooks, 0.5) * 1000, "p99_ms": percentile(hooks, 0.99) * 1000},
     ]  # fmt: skip
+
+
+async def drive_hooks(
+    session: aiohttp.ClientSession, base: str, n: int, concurrency: int
+) -> tuple[float, list[float]]:
+    """Accepted deliveries to a GitHub-scheme trigger: signature check, replay claim and run
+    insert in one transaction, Redis enqueue. (elapsed s, per-call latencies)."""
+    secret = "bench-secret-" + uuid.uuid4().hex
+    body = {"name": "bench", "type": "noop", "scheme": "github", "secrets": [secret]}
+    async with session.post(f"{base}/api/v1/triggers", json=body) as r:
+        assert r.status == 201, await r.text()
+        url = base + (await r.json())["path"]
+    payload = b'{"ref":"refs/heads/main","after":"0123456789abcdef"}'
+    signature = "sha256=" + hmac.new(secret.encode(), payload, hashlib.sha256).hexdigest()
+    ids: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(n):
+        ids.put_nowait(i)
+    latencies: list[float] = []
+
+    async def client() -> None:
+        while not ids.empty():
+            headers = {"X-Hub-Signature-256": signature,
+                       "X-GitHub-Delivery": f"bench-{ids.get_nowait()}"}  # fmt: skip
+            started = time.perf_counter()
+            async with session.post(url, data=payload, headers=headers) as r:
+                await r.read()
+                assert r.status == 202, await r.text()
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return time.perf_counter() - started, latencies
 
 
 async def run(args: argparse.Namespace, database_url: str, redis_url: str) -> int:

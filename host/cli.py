@@ -17,6 +17,7 @@ import orjson
 
 from host import limits
 from host.api.app import serve
+from host.api.validation import BodyValidator, load_api_schemas
 from host.client import Client
 from host.config import Settings, load_plugins_config
 from host.definitions import JobDefinitions
@@ -28,6 +29,7 @@ from host.scheduler.scheduler import Scheduler
 from host.services import Services, apply_migrations, open_services, resolve_urls
 from host.store import apikeys
 from host.store.jobs import JobDef
+from host.triggers import Triggers, represent
 from host.worker.worker import Worker
 
 Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
@@ -198,7 +200,53 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--type", dest="job_type")
     listing.add_argument("--limit", type=int, default=20)
     listing.set_defaults(run=cmd_runs_list)
+    _trigger_commands(sub)
     return parser
+
+
+def _trigger_commands(sub: Any) -> None:
+    """`jobhost triggers create|list|show|update|delete|deliveries`."""
+    trig = sub.add_parser("triggers", help="inbound webhook triggers (POST /hooks/...)")
+    tsub = trig.add_subparsers(dest="triggers", required=True)
+    create = tsub.add_parser("create", help="create a trigger; prints its /hooks/ path")
+    create.add_argument("name")
+    create.add_argument("--scheme", required=True, choices=["standard", "github", "stripe", "hmac"])
+    create.add_argument("--secret", action="append", required=True, dest="secrets",
+                        help="a signing secret (repeatable; never shown again)")  # fmt: skip
+    _trigger_options(create)
+    create.set_defaults(run=cmd_triggers_create)
+    update = tsub.add_parser("update", help="change a trigger; rotate its secrets")
+    update.add_argument("name")
+    update.add_argument("--add-secret", action="append", default=[], dest="add_secrets")
+    update.add_argument("--remove-secret", action="append", default=[], dest="remove_secrets",
+                        metavar="SECRET_ID")  # fmt: skip
+    _trigger_options(update)
+    update.add_argument("--enable", action="store_true", default=None, dest="enabled")
+    update.set_defaults(run=cmd_triggers_update)
+    tsub.add_parser("list", help="the tenant's triggers").set_defaults(run=cmd_triggers_list)
+    for name, help_text in (("show", "one trigger"), ("delete", "delete a trigger")):
+        action = tsub.add_parser(name, help=help_text)
+        action.add_argument("name")
+        action.set_defaults(run=cmd_triggers_action, action=name)
+    log = tsub.add_parser("deliveries", help="deliveries received, newest first")
+    log.add_argument("name")
+    log.add_argument("--limit", type=int, default=20)
+    log.add_argument("--cursor", type=int, help="next_cursor of the previous page")
+    log.set_defaults(run=cmd_triggers_deliveries)
+
+
+def _trigger_options(parser: argparse.ArgumentParser) -> None:
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--type", dest="job_type", help="the job type to run")
+    target.add_argument("--job", help="or the job definition (by name) to run")
+    parser.add_argument("--tolerance", type=int, dest="tolerance_s", help="timestamp skew, s")
+    parser.add_argument("--mapping", help='payload template as JSON, e.g. {"ref": "{{/ref}}"}')
+    parser.add_argument("--max-body", type=int, dest="max_body_bytes", help="bytes")
+    parser.add_argument("--rate", type=float, help="deliveries per second (token bucket)")
+    parser.add_argument("--burst", type=int, help="the bucket's size")
+    for option in ("header", "encoding", "prefix", "timestamp-header", "id-header"):
+        parser.add_argument(f"--hmac-{option}", help=f"hmac scheme: {option.replace('-', ' ')}")
+    parser.add_argument("--disable", action="store_false", default=None, dest="enabled")
 
 
 def _worker_options(parser: argparse.ArgumentParser) -> None:
@@ -619,6 +667,96 @@ def _run_text(run: dict[str, Any]) -> str:
             + (f" - {a['error']}" if a.get("error") else "")
         )
     return "\n".join(lines)
+
+
+# -- triggers -----------------------------------------------------------------------------------
+
+
+def _trigger_body(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The API request body the options describe (only those given)."""
+    data = {n: getattr(args, n) for n in names if getattr(args, n, None) not in (None, [])}
+    if args.job_type is not None:
+        data["type"] = args.job_type
+    if args.job is not None:
+        data["job"] = args.job
+    if args.mapping is not None:
+        try:
+            data["mapping"] = orjson.loads(args.mapping)
+        except orjson.JSONDecodeError as exc:
+            raise ConfigError(f"--mapping is not valid JSON: {exc}") from exc
+    hmac = {
+        key: getattr(args, f"hmac_{key}")
+        for key in ("header", "encoding", "prefix", "timestamp_header", "id_header")
+        if getattr(args, f"hmac_{key}") is not None
+    }
+    if hmac:
+        data["hmac"] = hmac
+    return data
+
+
+_TRIGGER_FIELDS = ("tolerance_s", "max_body_bytes", "rate", "burst", "enabled")
+
+
+async def cmd_triggers_create(args: argparse.Namespace, settings: Settings) -> int:
+    data = _trigger_body(args, "name", "scheme", "secrets", *_TRIGGER_FIELDS)
+    BodyValidator(load_api_schemas()).check("trigger", data)
+    async with open_services(settings, run_migrations=False) as services:
+        trigger = await Triggers(services).create(data)
+    shown = represent(trigger)
+    _emit(args, shown, f"created trigger {trigger.name}\n{_trigger_text(shown)}")
+    return 0
+
+
+async def cmd_triggers_update(args: argparse.Namespace, settings: Settings) -> int:
+    data = _trigger_body(args, "add_secrets", "remove_secrets", *_TRIGGER_FIELDS)
+    BodyValidator(load_api_schemas()).check("trigger_patch", data)
+    async with open_services(settings, run_migrations=False) as services:
+        shown = represent(await Triggers(services).update(args.name, data))
+    _emit(args, shown, _trigger_text(shown))
+    return 0
+
+
+async def cmd_triggers_list(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_services(settings, run_migrations=False) as services:
+        shown = [represent(t) for t in await Triggers(services).list()]
+    text = "\n".join(_trigger_text(t) for t in shown) or "no triggers"
+    _emit(args, {"triggers": shown}, text)
+    return 0
+
+
+async def cmd_triggers_action(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_services(settings, run_migrations=False) as services:
+        if args.action == "delete":
+            await Triggers(services).delete(args.name)
+            _emit(args, {"deleted": args.name}, f"deleted trigger {args.name}")
+            return 0
+        shown = represent(await Triggers(services).get(args.name))
+    _emit(args, shown, _trigger_text(shown))
+    return 0
+
+
+async def cmd_triggers_deliveries(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_services(settings, run_migrations=False) as services:
+        found = await Triggers(services).deliveries(args.name, limit=args.limit,
+                                                    before=args.cursor)  # fmt: skip
+    nxt = str(found[-1]["id"]) if len(found) == args.limit else None
+    text = "\n".join(
+        f"{d['id']:>8} {d['received_at']}  {d['status']} {d['reason']:<16} "
+        f"{d['delivery_id'] or '-'}  {d['run_id'] or d['detail']}"
+        for d in found
+    )
+    _emit(args, {"deliveries": found, "next_cursor": nxt}, text or "no deliveries")
+    return 0
+
+
+def _trigger_text(t: dict[str, Any]) -> str:
+    target = f"job {t['job']}" if t["job"] else f"type {t['type']}"
+    rate = f"{t['rate']:g}/s burst {t['burst'] or 'default'}" if t["rate"] else "no rate limit"
+    state = "enabled" if t["enabled"] else "disabled"
+    return (
+        f"{t['name']:<24} {t['scheme']:<8} {target:<24} {state}  {rate}\n"
+        f"{'':<24} POST {t['path']}  secrets {', '.join(s['id'] for s in t['secrets'])}"
+    )
 
 
 # -- output -------------------------------------------------------------------------------------

@@ -13,12 +13,13 @@ from typing import Any
 
 from aiohttp import web
 
-from host.api import health, jobs, openapi, queues, runs, types, workers
+from host.api import health, hooks, jobs, openapi, queues, runs, triggers, types, workers
 from host.api.auth import AUTH, KeyAuth, auth_middleware
 from host.api.errors import error_middleware
 from host.api.routes import ROUTE_TABLE, SERVICES, Route
 from host.api.validation import BODIES, BodyValidator, load_api_schemas
 from host.services import Services
+from webhooks.inbound.ratelimit import HookBuckets
 
 #: Largest request body accepted (bytes); larger answers 413.
 MAX_BODY = 1024 * 1024
@@ -28,7 +29,7 @@ def all_routes() -> list[Route]:
     """Every endpoint the app serves, in one table."""
     return [
         *health.ROUTES, *openapi.ROUTES, *types.ROUTES, *runs.ROUTES, *jobs.ROUTES,
-        *queues.ROUTES, *workers.ROUTES,
+        *queues.ROUTES, *workers.ROUTES, *triggers.ROUTES, *hooks.ROUTES,
     ]  # fmt: skip
 
 
@@ -50,6 +51,7 @@ def create_app(
     async def resources(app: web.Application) -> AsyncIterator[None]:
         app[AUTH] = KeyAuth(services.pool, rate_per_s=rate_per_key, burst=burst_per_key)
         app[BODIES] = BodyValidator(load_api_schemas())
+        app[hooks.HOOK_BUCKETS] = HookBuckets(services.redis, services.settings.namespace)
         yield
 
     app.cleanup_ctx.append(resources)

@@ -112,13 +112,13 @@ def _operation(route: Route) -> dict[str, Any]:
 
 def _errors(route: Route) -> list[int]:
     if route.scope is None:
-        return [503]
+        return sorted({503, *route.errors})
     codes = [400, 401, 403, 404, 429, 503]
     if route.body is not None:
         codes += [409, 413, 415, 422]
     elif route.method != "GET":
         codes += [409]
-    return sorted(set(codes))
+    return sorted({*codes, *route.errors})
 
 
 def _success(route: Route) -> dict[str, Any]:

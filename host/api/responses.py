@@ -51,6 +51,62 @@ _JOB = _obj(
 )  # fmt: skip
 
 _NUM_OR_NULL = {"type": ["number", "null"]}
+
+_TRIGGER = _obj(
+    [
+        "name",
+        "hook",
+        "path",
+        "type",
+        "job",
+        "scheme",
+        "tolerance_s",
+        "mapping",
+        "max_body_bytes",
+        "rate",
+        "burst",
+        "hmac",
+        "enabled",
+        "secrets",
+        "created_at",
+        "updated_at",
+    ],
+    {
+        "name": {"type": "string"},
+        "hook": {"type": "string"},
+        "path": {"type": "string"},
+        "type": _OPT_STR,
+        "job": _OPT_STR,
+        "scheme": {"enum": ["standard", "github", "stripe", "hmac"]},
+        "tolerance_s": {"type": "integer"},
+        "mapping": {},
+        "max_body_bytes": {"type": "integer"},
+        "rate": {"type": ["number", "null"]},
+        "burst": {"type": ["integer", "null"]},
+        "hmac": {"type": ["object", "null"]},
+        "enabled": {"type": "boolean"},
+        "secrets": {
+            "type": "array",
+            "items": _obj(["id", "created_at"], {"id": {"type": "string"}, "created_at": _TIME}),
+        },
+        "created_at": _TIME,
+        "updated_at": _TIME,
+    },
+)
+
+_DELIVERY = _obj(
+    ["id", "received_at", "delivery_id", "outcome", "reason", "status", "run_id", "detail"],
+    {
+        "id": {"type": "integer"},
+        "received_at": _TIME,
+        "delivery_id": _OPT_STR,
+        "outcome": {"enum": ["accepted", "replay", "rejected"]},
+        "reason": {"type": "string"},
+        "status": {"type": "integer"},
+        "run_id": _OPT_STR,
+        "detail": {"type": "string"},
+    },
+)
 _INT_OR_NULL = {"type": ["integer", "null"]}
 
 #: Success body schemas by name; `{"$ref": "#/components/schemas/X"}` points at a sibling.
@@ -103,6 +159,22 @@ RESPONSES: dict[str, dict[str, Any]] = {
          "heartbeat_age_s": {"type": "number"}, "alive": {"type": "boolean"},
          "current_runs": {"type": "array", "items": {"type": "string"}}},
     )}}),
+    "Trigger": _TRIGGER,
+    "TriggerList": _obj(
+        ["triggers"],
+        {"triggers": {"type": "array", "items": {"$ref": "#/components/schemas/Trigger"}}},
+    ),
+    "DeliveryPage": _obj(
+        ["deliveries", "next_cursor"],
+        {"deliveries": {"type": "array", "items": _DELIVERY},
+         "next_cursor": {"type": ["string", "null"]}},
+    ),
+    "HookAccepted": _obj(
+        ["id", "type", "state", "created", "delivery_id"],
+        {"id": {"type": "string"}, "type": {"type": "string"},
+         "state": {"enum": [s.value for s in RunState]}, "created": {"type": "boolean"},
+         "delivery_id": {"type": "string"}},
+    ),
     "Health": _obj(["status"], {"status": {"const": "ok"}}),
     "Ready": _obj(
         ["status", "checks"],

@@ -42,6 +42,7 @@ class Route:
     query: tuple[Param, ...] = field(default_factory=tuple)
     tag: str = ""
     response: str | None = None  #: the success body's schema (host.api.openapi.RESPONSES)
+    errors: tuple[int, ...] = ()  #: error statuses beyond those its scope and body imply
 
 
 #: The host's services (pools, queue, registry), shared by every handler.

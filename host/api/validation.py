@@ -88,25 +88,25 @@ async def read_json(request: web.Request, *, required: bool = True) -> Any:
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
     if b"\\u0000" in raw:  # PostgreSQL text and jsonb cannot hold NUL
-        paths = sorted(_nul_paths(data, ""))
+        paths = sorted(nul_paths(data, ""))
         if paths:
             message = "must not contain the NUL character (\\u0000)"
             raise ValidationFailed("request body", [FieldError(p, message) for p in paths])
     return data
 
 
-def _nul_paths(node: Any, at: str) -> list[str]:
+def nul_paths(node: Any, at: str) -> list[str]:
     """JSON pointers of every string (value or key) in `node` that contains NUL."""
     if isinstance(node, str):
         return [at] if "\x00" in node else []
     if isinstance(node, list):
-        return [p for i, v in enumerate(node) for p in _nul_paths(v, f"{at}/{i}")]
+        return [p for i, v in enumerate(node) for p in nul_paths(v, f"{at}/{i}")]
     if isinstance(node, dict):
         found = []
         for key, value in node.items():
             here = f"{at}/{pointer([key])[1:]}"
             found += [here] if "\x00" in key else []
-            found += _nul_paths(value, here)
+            found += nul_paths(value, here)
         return found
     return []
 

@@ -65,6 +65,8 @@ class Keys:
         #: STRING generation marker, written by the leader once Redis agrees with PostgreSQL; a
         #: missing marker means Redis lost its data and the leader rebuilds it from PostgreSQL.
         self.generation = self.prefix + "generation"
+        #: HASH trigger id -> "tokens|updated_ms": inbound webhook triggers' token buckets.
+        self.hook_buckets = self.prefix + "hook:buckets"
 
     def ready(self, job_type: str, lane: str = "default") -> str:
         """ZSET run id -> score (priority, then FIFO): the ready queue of one lane of a type.

@@ -47,7 +47,8 @@ class Conformance:
         self.registry: Registry[Any] = Registry().with_resource("urn:doc", resource)
 
     async def call(self, method: str, template: str, path: str | None = None, **kw: Any) -> Any:
-        r = await self.api.request(method, path or template, headers=self.headers, **kw)
+        headers = kw.pop("headers", self.headers)
+        r = await self.api.request(method, path or template, headers=headers, **kw)
         op = self.doc["paths"][template][method.lower()]
         documented = op["responses"].get(str(r.status))
         assert documented is not None, f"{method} {template} answered undocumented {r.status}"
@@ -103,5 +104,31 @@ async def test_every_route_answers_as_documented(
     await c.call("POST", job + "/trigger", "/api/v1/jobs/j/trigger")
     await c.call("GET", "/api/v1/queues")
     await c.call("DELETE", job, "/api/v1/jobs/j")
+    await _triggers_as_documented(c)
     documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
     assert c.exercised == documented
+
+
+async def _triggers_as_documented(c: Conformance) -> None:
+    """The trigger routes and POST /hooks/{name}, each answer checked against the document."""
+    from tests.api.test_triggers_hooks import SECRET_A, standard
+
+    one = "/api/v1/triggers/{name}"
+    t = await c.call("POST", "/api/v1/triggers", json={
+        "name": "t", "type": "noop", "scheme": "standard", "secrets": [SECRET_A],
+        "rate": 0.01, "burst": 1, "max_body_bytes": 100})  # fmt: skip
+    await c.call("POST", "/api/v1/triggers", json={"name": "t"})  # 422
+    await c.call("GET", "/api/v1/triggers")
+    await c.call("GET", one, "/api/v1/triggers/t")
+    await c.call("GET", one, "/api/v1/triggers/nope")  # 404
+    await c.call("PATCH", one, "/api/v1/triggers/t", json={"tolerance_s": 100})
+    hook = "/hooks/{name}"
+    body = '{"n":1}'
+    await c.call("POST", hook, t["path"], data=body, headers=standard(body, "c1"))  # 202
+    await c.call("POST", hook, t["path"], data=body, headers=standard(body, "c2"))  # 429
+    await c.call("POST", hook, t["path"], data=body, headers={})  # 401
+    await c.call("POST", hook, t["path"], data="x" * 200)  # 413
+    await c.call("POST", hook, "/hooks/h_nope", data=body)  # 404
+    await c.call("GET", one + "/deliveries", "/api/v1/triggers/t/deliveries?limit=2")
+    await c.call("GET", one + "/deliveries", "/api/v1/triggers/t/deliveries?cursor=x")  # 400
+    await c.call("DELETE", one, "/api/v1/triggers/t")
