@@ -90,9 +90,10 @@ async def test_rate_limit_holds_across_four_worker_processes(
         f"done with {free_done_with_limited_left} limited runs still waiting"
     )
     # Slack for the clock the test reads: handler start times are taken in each process after
-    # the claim, so a loaded machine bunches them by up to a run or two. Without the bucket the
-    # 150 runs would start within a fraction of a second (excess ~145).
-    assert excess <= 2.0
+    # the claim, so a loaded machine bunches them (3 runs is 0.12 s of scheduling delay at
+    # 25/s; 2.03 was seen at load 6). Without the bucket the 150 runs would start within a
+    # fraction of a second (excess ~145).
+    assert excess <= 3.0
     assert abs(long_run - rate) / rate < 0.08
     assert free_done_with_limited_left > n / 3  # the limited type held up nothing
     assert len(set(r["run_id"] for r in records if r["event"] == "start")) == n
