@@ -4,10 +4,9 @@ The notifier owns retries and the attempt log (webhooks/outbound/channel.py); th
 deliveries into one message and says how the SMTP conversation went. Failures of one job are
 grouped by `digest_key`, so a job failing every minute sends one digest per window, not a storm.
 
-Safety: destinations are checked when a subscription is saved (addresses, template placeholders),
-templates are a tiny `{run.id}` substitution with no attribute or format-spec access, values are
-never re-scanned, and the rendered subject is one line, so neither a template nor a run's error
-text can add a header or a recipient.
+Safety: destinations are checked when a subscription is saved (bare addresses only, known
+template placeholders only; templates: webhooks/outbound/templates.py), and the rendered subject
+is made one line, so neither a template nor a run's error text can add a header or a recipient.
 """
 
 from __future__ import annotations
@@ -15,12 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import re
 import socket
 import ssl
 import time
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -36,11 +33,17 @@ from host.config import Settings
 from host.errors import BadRequest, FieldError
 from host.schemas import compile_validator, payload_errors
 from webhooks.outbound.channel import Channel, Delivery, SendResult
+from webhooks.outbound.templates import (
+    defaults,
+    one_line,
+    render,
+    render_digest,
+    template_problems,
+    template_values,
+)
 
 FAILURES = frozenset({"run.failed", "run.dead"})  #: the events a digest groups
 MAX_RECIPIENTS = 50  #: to + cc, per subscription
-SUBJECT_LIMIT = 200  #: characters of a rendered subject
-TEXT_LIMIT = 2000  #: characters of one error or result inside a message
 _DEFAULT_PORTS = {"none": 25, "starttls": 587, "tls": 465}
 #: RFC 5322's hard line limit: the stdlib folds some 78+ character subjects right after
 #: "Subject:", which readers show as a leading space; subjects are capped at SUBJECT_LIMIT anyway.
@@ -89,158 +92,6 @@ def address_problem(address: str) -> str | None:
     if len(address.partition("@")[0]) > 64:
         return f"{address!r} has a local part longer than 64 characters"
     return None
-
-
-# ---------------------------------------------------------------------------------------------
-# Templates
-# ---------------------------------------------------------------------------------------------
-
-#: Every placeholder a template may use, with what it holds. Nothing else is ever looked up.
-FIELDS: dict[str, str] = {
-    "event.type": "run.succeeded, run.failed or run.dead",
-    "event.id": "stable event id (the same on every retry)",
-    "event.time": "when the event happened (ISO 8601)",
-    "run.id": "the run's id",
-    "run.type": "the run's job type",
-    "run.state": "the run's state after the event",
-    "run.attempt": "the attempt number",
-    "run.max_attempts": "attempts allowed",
-    "run.will_retry": "yes or no (run.failed)",
-    "run.error": "the attempt's error, if any",
-    "run.result": "the result as JSON, if any",
-    "run.tenant": "the run's tenant",
-    "run.created_at": "when the run was created",
-    "run.started_at": "when the attempt started",
-    "run.finished_at": "when the attempt finished",
-    "job.id": "the job definition's id, if the run came from one",
-    "job.name": "the job definition's name, if any",
-    "job.label": "the job definition's name, else the run's type",
-    "subscription.id": "the subscription's id",
-}
-
-_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
-
-
-def template_problems(text: str) -> list[str]:
-    """What is wrong with a template: unknown placeholders and stray braces."""
-    problems: list[str] = []
-    for match in _TOKEN.finditer(text):
-        token, name = match.group(0), match.group(1)
-        if token in ("{{", "}}"):
-            continue
-        if name is None:
-            problems.append("a lone brace: write {{ or }} for a literal one")
-        elif name not in FIELDS:
-            problems.append(f"unknown placeholder {token}; known: {', '.join(FIELDS)}")
-    return problems
-
-
-def render(text: str, values: Mapping[str, str]) -> str:
-    """Substitute `{name}` placeholders in one pass; a value is never scanned again, and an
-    unknown placeholder stays as written (check_destination refuses those up front)."""
-
-    def substitute(match: re.Match[str]) -> str:
-        token, name = match.group(0), match.group(1)
-        if token in ("{{", "}}"):
-            return token[0]
-        return values.get(name, token) if name is not None else token
-
-    return _TOKEN.sub(substitute, text)
-
-
-def one_line(text: str, limit: int = SUBJECT_LIMIT) -> str:
-    """`text` as one header-safe line: control and line-separator characters become spaces."""
-    cleaned = "".join(" " if unicodedata.category(c)[0] in "CZ" else c for c in text)
-    line = " ".join(cleaned.split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def template_values(delivery: Delivery) -> dict[str, str]:
-    """The placeholder values of one delivery, read from its event body."""
-    body = delivery.body
-    data = _mapping(body.get("data"))
-    run = _mapping(data.get("run"))
-    job = _mapping(data.get("job"))
-    will_retry = run.get("will_retry", data.get("will_retry"))
-    job_name = _text(job.get("name"))
-    return {
-        "event.type": delivery.event_type,
-        "event.id": delivery.event_id,
-        "event.time": _text(body.get("timestamp")),
-        "run.id": _text(run.get("id")),
-        "run.type": _text(run.get("type")),
-        "run.state": _text(run.get("state")),
-        "run.attempt": _text(run.get("attempt")),
-        "run.max_attempts": _text(run.get("max_attempts")),
-        "run.will_retry": "" if will_retry is None else ("yes" if will_retry else "no"),
-        "run.error": _clip(_text(run.get("error"))),
-        "run.result": _clip(_json(run.get("result"))),
-        "run.tenant": _text(run.get("tenant_id", run.get("tenant"))),
-        "run.created_at": _text(run.get("created_at")),
-        "run.started_at": _text(run.get("started_at")),
-        "run.finished_at": _text(run.get("finished_at")),
-        "job.id": _text(job.get("id", run.get("job_id"))),
-        "job.name": job_name,
-        "job.label": job_name or _text(run.get("type")),
-        "subscription.id": delivery.subscription_id,
-    }
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else str(value)
-
-
-def _json(value: Any) -> str:
-    return "" if value is None else json.dumps(value, ensure_ascii=False, default=str)
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= TEXT_LIMIT else text[: TEXT_LIMIT - 1] + "…"
-
-
-_FOOTER = (
-    "\n\nTenant: {run.tenant}\nCreated: {run.created_at}\nStarted: {run.started_at}\n"
-    "Finished: {run.finished_at}\n\nEvent {event.id} ({event.type}) at {event.time}, "
-    "subscription {subscription.id}.\n"
-)
-
-#: (subject, body) by event; run.failed has two, by whether the run will be retried.
-DEFAULT_TEMPLATES: dict[str, tuple[str, str]] = {
-    "run.succeeded": (
-        "[jobhost] {job.label} succeeded (run {run.id})",
-        "Run {run.id} of {job.label} succeeded on attempt {run.attempt}.\n\n"
-        "Result: {run.result}" + _FOOTER,
-    ),
-    "run.failed": (
-        "[jobhost] {job.label} failed attempt {run.attempt}, will retry (run {run.id})",
-        "Attempt {run.attempt} of {run.max_attempts} of run {run.id} ({job.label}) failed; "
-        "it will be retried.\n\nError: {run.error}" + _FOOTER,
-    ),
-    "run.failed.final": (
-        "[jobhost] {job.label} failed attempt {run.attempt} (run {run.id})",
-        "Attempt {run.attempt} of run {run.id} ({job.label}) failed and will not be "
-        "retried.\n\nError: {run.error}" + _FOOTER,
-    ),
-    "run.dead": (
-        "[jobhost] {job.label} is dead after {run.attempt} attempts (run {run.id})",
-        "Run {run.id} ({job.label}) is dead: it failed {run.attempt} attempts or could not "
-        "be retried. Replay it from the dead letters once the cause is fixed.\n\n"
-        "Error: {run.error}" + _FOOTER,
-    ),
-}
-
-
-def _defaults(delivery: Delivery, values: Mapping[str, str]) -> tuple[str, str]:
-    key = delivery.event_type
-    if key == "run.failed" and values["run.will_retry"] == "no":
-        key = "run.failed.final"
-    return DEFAULT_TEMPLATES.get(key, ("[jobhost] {event.type} (run {run.id})", _FOOTER))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,7 +144,7 @@ class EmailChannel:
         if len(deliveries) == 1:
             subject, text = self._render_single(deliveries[0])
         else:
-            subject, text = _render_digest(deliveries)
+            subject, text = render_digest(deliveries)
         message = EmailMessage(policy=_POLICY)
         message["From"] = self.settings.smtp_from
         message["To"] = ", ".join(destination["to"])
@@ -313,7 +164,7 @@ class EmailChannel:
 
     def _render_single(self, delivery: Delivery) -> tuple[str, str]:
         values = template_values(delivery)
-        subject, body = _defaults(delivery, values)
+        subject, body = defaults(delivery, values)
         return (
             render(delivery.destination.get("subject") or subject, values),
             render(delivery.destination.get("body") or body, values),
@@ -475,37 +326,6 @@ def classify(exc: BaseException, phase: str) -> SendResult:
     if isinstance(exc, OSError):  # SMTPConnectError, unreachable, reset...
         return SendResult(ok=False, status="connect", error=f"{phase}: {exc}")
     return SendResult(ok=False, status="error", error=f"{phase}: {type(exc).__name__}: {exc}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Digest
-# ---------------------------------------------------------------------------------------------
-
-
-def _render_digest(deliveries: Sequence[Delivery]) -> tuple[str, str]:
-    """One message listing each failure: count in the subject, one entry per event."""
-    items = [template_values(d) for d in deliveries]
-    label = items[0]["job.label"]
-    dead = sum(1 for d in deliveries if d.event_type == "run.dead")
-    subject = f"[jobhost] {len(items)} failures of {label}"
-    if dead:
-        subject += f" ({dead} dead)"
-    lines = [
-        f"{len(items)} failure events of {label} (tenant {items[0]['run.tenant']}), "
-        "grouped into one message.",
-        "",
-    ]
-    for n, v in enumerate(items, 1):
-        retry = {"yes": ", will retry", "no": ", no retry"}.get(v["run.will_retry"], "")
-        lines += [
-            f"{n}. {v['event.type']} at {v['event.time'] or v['run.finished_at']}: "
-            f"run {v['run.id']}, attempt {v['run.attempt']}{retry}",
-            "   Error: " + (v["run.error"].replace("\n", "\n   ") or "(none)"),
-            f"   Event {v['event.id']}",
-            "",
-        ]
-    lines.append(f"Subscription {items[0]['subscription.id']}.")
-    return subject, "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------
