@@ -303,7 +303,11 @@ async def test_an_email_arrives_with_recipients_subject_and_body(smtp: Servers) 
     [
         ("run.failed", True, "[jobhost] report.build failed attempt 1, will retry"),
         ("run.failed", False, "[jobhost] report.build failed attempt 1 (run"),
-        ("run.dead", None, "[jobhost] report.build is dead after 1 attempts"),
+        (
+            "run.dead",
+            None,
+            "[jobhost] report.build is dead (run 0190aaaa-0000-7000-8000-000000000001, attempt 1)",
+        ),
     ],
 )
 async def test_default_subjects_per_event(
@@ -451,6 +455,14 @@ async def test_starttls_login_refused_is_retried_and_says_what_to_check(smtp: Se
     result = await ch.send([delivery()])
     assert (result.ok, result.retry, result.status) == (False, True, "535"), result
     assert "JOBHOST_SMTP_PASSWORD" in (result.error or "") and smtp.starttls.received == []
+
+
+async def test_a_server_requiring_starttls_is_a_configuration_fault_and_retried(
+    smtp: Servers,
+) -> None:
+    result = await channel(smtp.starttls_port).send([delivery()])  # security "none"
+    assert (result.ok, result.retry, result.status) == (False, True, "530"), result
+    assert "JOBHOST_SMTP_SECURITY" in (result.error or "")
 
 
 async def test_an_untrusted_certificate_is_refused_and_retried(smtp: Servers) -> None:

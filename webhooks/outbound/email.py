@@ -285,6 +285,8 @@ def _refusals(refused: Mapping[str, aiosmtplib.SMTPRecipientRefused]) -> str:
     )
 
 
+#: 5xx answers about this host's TLS or login, not the message (RFC 3207, RFC 4954).
+_CONFIG_CODES = frozenset({530, 534, 535, 538})
 _MAY_DUPLICATE = " (the server may have accepted the message: the retry can duplicate it)"
 
 
@@ -294,12 +296,14 @@ def classify(exc: BaseException, phase: str) -> SendResult:
     Login refusals and TLS failures retry too: they are this host's configuration, not the
     message, and should not lose notifications while an operator fixes them.
     """
-    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError) or (
+        isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code in _CONFIG_CODES
+    ):
         return SendResult(
             ok=False,
             status=str(exc.code),
-            error=f"login refused ({exc.code} {exc.message}): check JOBHOST_SMTP_USERNAME "
-            "and JOBHOST_SMTP_PASSWORD",
+            error=f"{phase}: {exc.code} {exc.message} (check JOBHOST_SMTP_SECURITY, "
+            "JOBHOST_SMTP_USERNAME and JOBHOST_SMTP_PASSWORD)",
         )
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         permanent = 500 <= exc.code < 600

@@ -153,7 +153,7 @@ DEFAULT_TEMPLATES: dict[str, tuple[str, str]] = {
         "retried.\n\nError: {run.error}" + _FOOTER,
     ),
     "run.dead": (
-        "[jobhost] {job.label} is dead after {run.attempt} attempts (run {run.id})",
+        "[jobhost] {job.label} is dead (run {run.id}, attempt {run.attempt})",
         "Run {run.id} ({job.label}) is dead: it failed {run.attempt} attempts or could not "
         "be retried. Replay it from the dead letters once the cause is fixed.\n\n"
         "Error: {run.error}" + _FOOTER,
@@ -162,6 +162,7 @@ DEFAULT_TEMPLATES: dict[str, tuple[str, str]] = {
 
 
 def defaults(delivery: Delivery, values: Mapping[str, str]) -> tuple[str, str]:
+    """The default (subject, body) templates for this event."""
     key = delivery.event_type
     if key == "run.failed" and values["run.will_retry"] == "no":
         key = "run.failed.final"
