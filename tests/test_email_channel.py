@@ -341,6 +341,15 @@ async def test_templates_render_fields_and_injection_is_neutralised(smtp: Server
     assert "attempt=1/5" in body
 
 
+async def test_subjects_are_encoded_and_capped(smtp: Servers) -> None:
+    dest = {"to": ["ops@example.com"], "subject": "Échec {{{run.id}}} {run.error}"}
+    d = delivery("run.dead", error="ü" * 500, destination=dest)
+    assert (await channel(smtp.plain_port).send([d])).ok
+    [(_, msg)] = smtp.plain.received
+    run_id = d.body["data"]["run"]["id"]
+    assert msg["Subject"].startswith(f"Échec {{{run_id}}} üüü") and len(msg["Subject"]) == 200
+
+
 async def test_failures_of_one_job_go_out_as_one_digest(smtp: Servers) -> None:
     ch = channel(smtp.plain_port)
     job = {"id": "job-7", "name": "nightly-report"}
