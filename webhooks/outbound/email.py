@@ -356,7 +356,7 @@ def _destination_problems(destination: Mapping[str, Any]) -> list[FieldError]:
 
 def _safe_id(value: str) -> str:
     """An id as a Message-ID left part and header token: dot-atom characters only."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", value)[:128].strip(".")
+    cleaned = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9._-]", "_", value))[:128].strip(".")
     return cleaned or "event"
 
 
