@@ -10,6 +10,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +41,21 @@ class Settings:
     reap_interval_s: float = 2.0  #: how often a worker recovers expired leases
     shutdown_grace_s: float = 30.0  #: how long a stopping worker lets running handlers finish
     pool_size: int = 10  #: PostgreSQL connections per process and pool
+    # Email notifications (webhooks/outbound/email.py); credentials come only from here.
+    smtp_host: str | None = None  #: SMTP relay; None: email notifications wait (are retried)
+    smtp_port: int = 0  #: 0: the usual port for smtp_security (25, 587 or 465)
+    smtp_security: str = "none"  #: none, starttls (upgrade after connect) or tls (implicit TLS)
+    smtp_username: str | None = None  #: log in with these (needs starttls or tls)
+    smtp_password: str | None = field(default=None, repr=False)
+    smtp_from: str = "jobhost@localhost"  #: the From address of notification emails
+    smtp_timeout_s: float = 10.0  #: per SMTP command and for connecting
     #: Starvation protection: seconds of waiting worth one priority level, so a steady stream of
     #: higher-priority runs delays lower ones by at most (difference x this); 0: strict priority.
     priority_ageing_s: float = 0.0
 
     def __post_init__(self) -> None:
         Keys(self.namespace)  # validates the namespace
+        _check_smtp(self)
         if self.lease_s < 1:
             raise ConfigError("lease_s must be at least 1 second")
         if self.priority_ageing_s < 0:
@@ -91,6 +101,36 @@ def _convert(name: str, raw: str, cls: type[Settings]) -> Any:
     except ValueError as exc:
         raise ConfigError(f"{_ENV_PREFIX}{name.upper()}={raw!r} is not a number") from exc
     return raw
+
+
+SMTP_SECURITY = ("none", "starttls", "tls")
+
+
+def _check_smtp(s: Settings) -> None:
+    """SMTP settings fail at start-up, naming the variable, not at the first email."""
+    if s.smtp_security not in SMTP_SECURITY:
+        raise ConfigError(
+            f"JOBHOST_SMTP_SECURITY must be none, starttls or tls, not {s.smtp_security!r}"
+        )
+    if not 0 <= s.smtp_port <= 65535:
+        raise ConfigError(f"JOBHOST_SMTP_PORT must be 1-65535 (0: by security), not {s.smtp_port}")
+    if not s.smtp_timeout_s > 0:
+        raise ConfigError("JOBHOST_SMTP_TIMEOUT_S must be positive")
+    for name in ("smtp_host", "smtp_username", "smtp_password", "smtp_from"):
+        value = getattr(s, name)
+        if value is not None and any(c in value for c in "\r\n\0"):
+            raise ConfigError(f"{_ENV_PREFIX}{name.upper()} must not contain CR, LF or NUL")
+    address = parseaddr(s.smtp_from)[1]  # "Jobhost <jobhost@example.com>" is allowed
+    local, at, domain = address.rpartition("@")
+    if not (local and at and domain) or any(c.isspace() for c in address):
+        raise ConfigError(f"JOBHOST_SMTP_FROM={s.smtp_from!r} is not an email address")
+    if (s.smtp_username is None) != (s.smtp_password is None):
+        raise ConfigError("JOBHOST_SMTP_USERNAME and JOBHOST_SMTP_PASSWORD go together")
+    if s.smtp_username is not None and s.smtp_security == "none":
+        raise ConfigError(
+            "JOBHOST_SMTP_USERNAME needs JOBHOST_SMTP_SECURITY=starttls or tls: "
+            "credentials are never sent in clear"
+        )
 
 
 @dataclass(frozen=True)

