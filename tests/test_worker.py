@@ -239,9 +239,9 @@ async def test_prefetched_runs_are_handed_back_unspent(client: Client, services)
     stop = asyncio.Event()
     worker = Worker(services, concurrency=1, prefetch=5, types=["test.record"])
     task = asyncio.create_task(worker.run(stop))
-    await wait_until(lambda: _any_running(client, ids), 5)
+    await wait_until(lambda: _any_running(client, ids), 20)
     stop.set()
-    await asyncio.wait_for(task, 15)
+    await asyncio.wait_for(task, 30)
     states = [(await client.get(i)) for i in ids]
     assert sorted(r["state"] for r in states) == ["queued"] * 5 + ["succeeded"]
     assert all(r["attempt"] == 0 for r in states if r["state"] == "queued")
