@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from host.api import health, jobs, openapi, queues, runs, types, workers
+from host.api import health, jobs, openapi, queues, runs, subscriptions, types, workers
 from host.api.auth import AUTH, KeyAuth, auth_middleware
 from host.api.errors import error_middleware
 from host.api.routes import ROUTE_TABLE, SERVICES, Route
@@ -28,7 +28,7 @@ def all_routes() -> list[Route]:
     """Every endpoint the app serves, in one table."""
     return [
         *health.ROUTES, *openapi.ROUTES, *types.ROUTES, *runs.ROUTES, *jobs.ROUTES,
-        *queues.ROUTES, *workers.ROUTES,
+        *queues.ROUTES, *workers.ROUTES, *subscriptions.ROUTES,
     ]  # fmt: skip
 
 
@@ -53,6 +53,7 @@ def create_app(
         yield
 
     app.cleanup_ctx.append(resources)
+    app.cleanup_ctx.append(lambda app: subscriptions.channels_context(app, services))
     return app
 
 
