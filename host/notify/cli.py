@@ -10,12 +10,13 @@ from typing import Any
 import orjson
 
 from host.config import Settings
-from host.errors import ConfigError
+from host.errors import ConfigError, JobNotFound
 from host.notify import store
 from host.notify import subscriptions as subs
 from host.notify.channels import close_channels, load_channels
 from host.notify.outbox import EVENTS
-from host.services import open_services
+from host.services import Services, open_services
+from host.store import jobs as job_store
 
 
 def add_parsers(sub: Any) -> None:
@@ -31,6 +32,8 @@ def add_parsers(sub: Any) -> None:
                         help="repeatable; default: all")  # fmt: skip
     create.add_argument("--job-type", action="append", dest="job_types", default=[],
                         help="only runs of this type (repeatable)")  # fmt: skip
+    create.add_argument("--job", action="append", dest="jobs", default=[],
+                        help="only runs of this job definition, by name (repeatable)")  # fmt: skip
     create.add_argument("--secret", help="whsec_... (default: generated)")
     create.set_defaults(run=cmd_create)
     cmds.add_parser("list", help="subscriptions with delivery counts").set_defaults(run=cmd_list)
@@ -70,6 +73,7 @@ async def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
     if args.secret:
         fields["secret"] = args.secret
     async with open_services(settings, run_migrations=False) as services:
+        fields["job_ids"] = await _job_ids(services, settings.tenant, args.jobs)
         channels = load_channels(services.registry, settings)
         try:
             sub = await subs.create(services, channels, settings.tenant, fields)
@@ -125,6 +129,18 @@ async def cmd_redeliver(args: argparse.Namespace, settings: Settings) -> int:
         d = await store.redeliver(services.pool, settings.tenant, args.delivery_id)
     _emit(args, d, f"delivery {d['id']} ({d['event_type']}) is due again now")
     return 0
+
+
+async def _job_ids(services: Services, tenant: str, names: list[str]) -> list[str]:
+    """Job definition names to ids (a job's own notifications are a subscription filtered to
+    it)."""
+    ids = []
+    for name in names:
+        job = await job_store.get_job(services.pool, tenant, name)
+        if job is None:
+            raise JobNotFound(name)
+        ids.append(job.id)
+    return ids
 
 
 def _line(sub: dict[str, Any]) -> str:

@@ -176,7 +176,12 @@ async def delete_subscription(conn: Conn, tenant_id: str, sub_id: str) -> None:
     done = None
     if key is not None:
         done = await conn.fetchval(
-            "DELETE FROM subscriptions WHERE id = $1 AND tenant_id = $2 RETURNING id",
+            """WITH gone AS (
+                   DELETE FROM subscriptions WHERE id = $1 AND tenant_id = $2 RETURNING id
+               ), log AS (
+                   DELETE FROM deliveries WHERE subscription_id IN (SELECT id FROM gone)
+               )
+               SELECT id FROM gone""",
             key,
             tenant_id,
         )
@@ -208,9 +213,13 @@ async def sync_config_subscriptions(
                 sub.get("enabled", True), sub.get("given_secret"),
             )  # fmt: skip
         await conn.execute(
-            """DELETE FROM subscriptions s WHERE s.source = 'config'
-               AND NOT EXISTS (SELECT 1 FROM unnest($1::text[], $2::text[]) AS k(tenant, name)
-                               WHERE k.tenant = s.tenant_id AND k.name = s.name)""",
+            """WITH gone AS (
+                   DELETE FROM subscriptions s WHERE s.source = 'config'
+                   AND NOT EXISTS (SELECT 1 FROM unnest($1::text[], $2::text[]) AS k(tenant, name)
+                                   WHERE k.tenant = s.tenant_id AND k.name = s.name)
+                   RETURNING s.id
+               )
+               DELETE FROM deliveries WHERE subscription_id IN (SELECT id FROM gone)""",
             [s["tenant"] for s in subs],
             [s["name"] for s in subs],
         )

@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 
 from host.client import Client
+from host.definitions import JobDefinitions
 from host.notify import store
 from host.services import Services
 from tests.helpers import ROOT, jobhost, running_worker, stop, wait_until
@@ -116,11 +117,13 @@ async def test_config_subscriptions_sync_and_the_cli(
     (ops,) = json.loads(listed.stdout)["subscriptions"]
     assert ops["name"] == "ops" and ops["source"] == "config"
     assert ops["counts"]["succeeded"] == 1
+    job = await JobDefinitions(services).create("nightly", "noop", {})
     made = cli(env, "subscriptions", "create", "cli-hook", "--url", receiver.url("/cli"),
-               "--event", "run.dead")  # fmt: skip
+               "--event", "run.dead", "--job", "nightly")  # fmt: skip
     assert made.returncode == 0, made.stderr
     created = json.loads(made.stdout)
     assert created["secret"].startswith("whsec_") and created["events"] == ["run.dead"]
+    assert created["job_ids"] == [job.id]  # a job's own notifications: filtered to it
     refused = cli({**env, "JOBHOST_NOTIFY_ALLOW_CIDRS": ""}, "subscriptions", "create", "x",
                   "--url", "http://127.0.0.1:9/")  # fmt: skip
     assert refused.returncode == 1 and "/destination/url" in refused.stderr
