@@ -17,6 +17,7 @@ import asyncpg
 import orjson
 
 from host.errors import Conflict, NotFound
+from host.notify.outbox import BODY
 
 Conn: TypeAlias = asyncpg.Pool | asyncpg.Connection
 
@@ -228,8 +229,8 @@ async def sync_config_subscriptions(
 
 # -- deliveries ---------------------------------------------------------------------------------
 
-_DELIVERY_COLUMNS = """d.id, d.subscription_id, d.event_id, d.event_type, d.run_id, d.state,
-    d.attempts, d.next_attempt_at, d.last_error, d.created_at, d.finished_at, d.body"""
+_DELIVERY_COLUMNS = f"""d.id, d.subscription_id, d.event_id, d.event_type, d.run_id, d.state,
+    d.attempts, d.next_attempt_at, d.last_error, d.created_at, d.finished_at, {BODY} AS body"""
 
 
 def delivery_record(row: asyncpg.Record) -> dict[str, Any]:
@@ -277,11 +278,14 @@ async def redeliver(conn: Conn, tenant_id: str, delivery_id: str) -> dict[str, A
     row = None
     if key is not None:
         row = await conn.fetchrow(
-            f"""UPDATE deliveries d
-                SET state = 'pending', next_attempt_at = now(), retry_base = attempts,
-                    finished_at = NULL, lease_until = NULL, lease_token = NULL
-                WHERE d.id = $1 AND d.tenant_id = $2
-                RETURNING {_DELIVERY_COLUMNS}""",
+            f"""WITH again AS (
+                    UPDATE deliveries
+                    SET state = 'pending', next_attempt_at = now(), retry_base = attempts,
+                        finished_at = NULL, lease_until = NULL, lease_token = NULL
+                    WHERE id = $1 AND tenant_id = $2
+                    RETURNING *
+                )
+                SELECT {_DELIVERY_COLUMNS} FROM again d""",
             key,
             tenant_id,
         )
@@ -289,6 +293,24 @@ async def redeliver(conn: Conn, tenant_id: str, delivery_id: str) -> dict[str, A
         raise DeliveryNotFound(delivery_id)
     await conn.execute("SELECT pg_notify('jobhost_deliveries', '')")
     return delivery_record(row)
+
+
+async def prune_deliveries(conn: Conn, older_than_s: float, limit: int) -> int:
+    """Delete up to `limit` succeeded or failed deliveries (their attempts cascade) finished
+    more than `older_than_s` ago; returns how many."""
+    deleted: int = await conn.fetchval(
+        """WITH gone AS (
+               DELETE FROM deliveries WHERE id IN (
+                   SELECT id FROM deliveries
+                   WHERE state IN ('succeeded', 'failed')
+                     AND finished_at < now() - make_interval(secs => $1)
+                   LIMIT $2)
+               RETURNING id)
+           SELECT count(*) FROM gone""",
+        older_than_s,
+        limit,
+    )
+    return deleted
 
 
 # -- the notifier's claims ----------------------------------------------------------------------
@@ -313,7 +335,8 @@ class Claimed:
     created_at: datetime
 
 
-_CLAIMED_COLUMNS = """d.id, d.lease_token, d.subscription_id, d.event_id, d.event_type, d.body,
+_CLAIMED_COLUMNS = f"""d.id, d.lease_token, d.subscription_id, d.event_id, d.event_type,
+    {BODY} AS body,
     d.attempts, d.retry_base, d.digest_key, d.created_at, s.channel, s.destination, s.secret"""
 
 

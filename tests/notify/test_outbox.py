@@ -7,6 +7,7 @@ import time
 import uuid
 
 from host.client import Client
+from host.notify import store
 from host.services import Services
 from host.states import Outcome, RunState
 from host.store import runs as run_store
@@ -52,6 +53,11 @@ async def test_outbox_rows_follow_the_state_change_exactly(
     assert row["body"]["data"]["run"]["result"] == {}
     assert await deliveries(services, typed["id"]) == []
     assert await deliveries(services, other_tenant["id"], tenant="globex") == []
+    await services.pool.execute(
+        "UPDATE deliveries SET state = 'succeeded', finished_at = now() - interval '31 days'"
+    )
+    assert await store.prune_deliveries(services.pool, 30 * 86400, 100) == 1  # retention
+    assert await deliveries(services, every["id"]) == []
     missing = str(uuid.uuid4())
     assert (
         await run_store.finish_attempts(

@@ -31,7 +31,9 @@ CREATE INDEX subscriptions_match ON subscriptions (tenant_id) WHERE enabled;
 
 CREATE TABLE deliveries (
     tenant_id       text        NOT NULL,
-    id              uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
+    -- md5(subscription id, event id) as a uuid: the same event for the same subscription is one
+    -- row whatever writes it twice (ON CONFLICT (id)), with no second unique index to maintain.
+    id              uuid        PRIMARY KEY,
     -- No foreign key: the finish statement, the only hot writer, joins subscriptions already,
     -- and the check would lock the subscription row (FOR KEY SHARE) for every event written.
     -- Deleting a subscription deletes its deliveries (host/notify/store.py).
@@ -39,7 +41,21 @@ CREATE TABLE deliveries (
     event_id        text        NOT NULL,   -- stable across retries: webhook-id, dedupe key
     event_type      text        NOT NULL,
     run_id          uuid        NOT NULL,
-    body            jsonb       NOT NULL,   -- the event, as of the state change
+    -- The event, as of the state change, in plain columns: the run path only copies values;
+    -- the JSON body is built when a notifier claims the row (host/notify/outbox.py BODY).
+    run_type        text        NOT NULL,
+    run_state       text        NOT NULL,   -- succeeded, retrying or dead
+    attempt         integer     NOT NULL,
+    max_attempts    integer     NOT NULL,
+    outcome         text        NOT NULL,   -- of the attempt
+    job_id          uuid,
+    next_run_at     timestamptz,            -- when retrying
+    run_created_at  timestamptz NOT NULL,
+    started_at      timestamptz,
+    attempt_finished_at timestamptz NOT NULL,
+    run_finished_at timestamptz,
+    result          jsonb,
+    error           text,
     state           text        NOT NULL DEFAULT 'pending'
                                 CHECK (state IN ('pending', 'succeeded', 'failed')),
     attempts        integer     NOT NULL DEFAULT 0,   -- attempts recorded
@@ -50,12 +66,13 @@ CREATE TABLE deliveries (
     digest_key      text,                   -- set when the channel groups this delivery
     last_error      text,
     created_at      timestamptz NOT NULL DEFAULT now(),
-    finished_at     timestamptz,
-    UNIQUE (subscription_id, event_id)
+    finished_at     timestamptz
 );
 
 CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE state = 'pending';
 CREATE INDEX deliveries_subscription ON deliveries (subscription_id, created_at DESC, id DESC);
+CREATE INDEX deliveries_finished ON deliveries (finished_at)
+    WHERE state IN ('succeeded', 'failed');  -- retention
 CREATE INDEX deliveries_digest ON deliveries (subscription_id, digest_key)
     WHERE state = 'pending' AND digest_key IS NOT NULL;
 
