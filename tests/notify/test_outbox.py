@@ -58,6 +58,16 @@ async def test_outbox_rows_follow_the_state_change_exactly(
     )
     assert await store.prune_deliveries(services.pool, 30 * 86400, 100) == 1  # retention
     assert await deliveries(services, every["id"]) == []
+    # The reaper's path: a lease lost on the last attempt dead-letters the run.
+    lost = await Client(services).enqueue("noop", {})
+    reaped = _finish(lost.id, 1, RunState.DEAD, Outcome.LOST)
+    assert await run_store.finish_attempts(services.pool, [reaped]) == {lost.id}
+    events = {
+        r["event_type"]: r["body"]["data"]["run"] for r in await deliveries(services, every["id"])
+    }
+    assert set(events) == {"run.failed", "run.dead"}
+    assert events["run.failed"]["outcome"] == "lost" and not events["run.failed"]["will_retry"]
+    assert events["run.dead"]["state"] == "dead"
     missing = str(uuid.uuid4())
     assert (
         await run_store.finish_attempts(
