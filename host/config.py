@@ -52,6 +52,9 @@ class Settings:
     notify_lease_s: float = 60.0  #: a notifier's claim; a killed one's sends restart after it
     notify_poll_s: float = 1.0  #: longest wait between looks at due deliveries (NOTIFY: sooner)
     notify_concurrency: int = 20  #: sends in flight per notifier
+    #: sends in flight per subscription (about; across notifiers), so a slow receiver cannot
+    #: take every send; 0: unbounded
+    notify_per_endpoint: int = 5
     notify_disable_after: int = 5  #: deliveries failed in a row that disable a subscription (0: no)
     notify_digest_window_s: float = 300.0  #: a channel's digest holds events this long
     #: SSRF allow-list: comma-separated CIDRs a destination may resolve to despite the guard
@@ -86,8 +89,13 @@ class Settings:
             raise ConfigError("notify_timeout_s and notify_poll_s must be positive")
         if self.notify_lease_s < self.notify_timeout_s + 1:
             raise ConfigError("notify_lease_s must exceed notify_timeout_s by at least 1 second")
-        if self.notify_concurrency < 1 or self.notify_disable_after < 0:
-            raise ConfigError("notify_concurrency must be >= 1, notify_disable_after >= 0")
+        if (
+            self.notify_concurrency < 1
+            or min(self.notify_disable_after, self.notify_per_endpoint) < 0
+        ):
+            raise ConfigError(
+                "notify_concurrency must be >= 1, notify_disable_after and notify_per_endpoint >= 0"
+            )
         if self.notify_digest_window_s < 0:
             raise ConfigError("notify_digest_window_s must be >= 0")
 

@@ -115,8 +115,10 @@ class Notifier:
             if free > 0:
                 try:
                     claimed = await store.claim_due(
-                        self.services.pool, free, self.settings.notify_lease_s
-                    )
+                        self.services.pool, free, self.settings.notify_lease_s,
+                        self.settings.notify_per_endpoint,
+                    )  # fmt: skip
+                    claimed = await self._cap_per_endpoint(claimed)
                     errors = 0
                     await self._dispatch(claimed, channels)
                 except Exception as exc:
@@ -128,6 +130,22 @@ class Notifier:
                 await asyncio.sleep(0)  # more may be due: claim again at once
                 continue
             await self._idle(stop)
+
+    async def _cap_per_endpoint(self, claimed: list[Claimed]) -> list[Claimed]:
+        """Keep at most notify_per_endpoint claims per subscription from one claim (the claim
+        itself passes over subscriptions already at the bound); the rest go back."""
+        cap = self.settings.notify_per_endpoint
+        if cap == 0:
+            return claimed
+        kept: list[Claimed] = []
+        extra: list[Claimed] = []
+        counts: dict[str, int] = {}
+        for c in claimed:
+            counts[c.subscription_id] = counts.get(c.subscription_id, 0) + 1
+            (kept if counts[c.subscription_id] <= cap else extra).append(c)
+        if extra:
+            await store.release(self.services.pool, extra)
+        return kept
 
     async def _idle(self, stop: asyncio.Event) -> None:
         waits: list[asyncio.Future[Any]] = [
@@ -168,7 +186,11 @@ class Notifier:
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._wake.set()  # a send slot (and maybe an endpoint's) is free: claim again
 
     async def _unsendable(self, c: Claimed) -> None:
         result = SendResult(ok=False, status="no_channel",

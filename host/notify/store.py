@@ -351,16 +351,20 @@ def _claimed(row: asyncpg.Record) -> Claimed:
     )  # fmt: skip
 
 
-async def claim_due(conn: Conn, limit: int, lease_s: float) -> list[Claimed]:
+async def claim_due(conn: Conn, limit: int, lease_s: float, per_endpoint: int = 0) -> list[Claimed]:
     """Claim up to `limit` due deliveries of enabled subscriptions: locked rows are skipped
     (another notifier is claiming them) and a live lease is respected; an expired one (a
-    killed notifier's) is taken over."""
+    killed notifier's) is taken over. With `per_endpoint`, subscriptions that already have that
+    many sends in flight are passed over."""
     rows = await conn.fetch(
         f"""WITH due AS (
                 SELECT d.id FROM deliveries d
                 JOIN subscriptions s ON s.id = d.subscription_id AND s.enabled
                 WHERE d.state = 'pending' AND d.next_attempt_at <= now()
                   AND (d.lease_until IS NULL OR d.lease_until < now())
+                  AND ($3 = 0 OR (SELECT count(*) FROM deliveries x
+                                  WHERE x.subscription_id = d.subscription_id
+                                    AND x.state = 'pending' AND x.lease_until > now()) < $3)
                 ORDER BY d.next_attempt_at
                 LIMIT $1
                 FOR UPDATE OF d SKIP LOCKED
@@ -375,8 +379,20 @@ async def claim_due(conn: Conn, limit: int, lease_s: float) -> list[Claimed]:
             JOIN subscriptions s ON s.id = d.subscription_id""",
         limit,
         lease_s,
+        per_endpoint,
     )
     return [_claimed(r) for r in rows]
+
+
+async def release(conn: Conn, claims: Sequence[Claimed]) -> None:
+    """Give claims back unsent (due again at once for any notifier)."""
+    await conn.execute(
+        """UPDATE deliveries SET lease_until = NULL, lease_token = NULL
+           FROM unnest($1::uuid[], $2::uuid[]) AS c(id, token)
+           WHERE deliveries.id = c.id AND deliveries.lease_token = c.token""",
+        [c.id for c in claims],
+        [c.token for c in claims],
+    )
 
 
 async def claim_digest(

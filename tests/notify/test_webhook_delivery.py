@@ -236,3 +236,42 @@ async def test_gone_disables_and_retry_after_is_honoured(
     assert len(hits) == 2 and hits[1].at - hits[0].at >= 0.95  # waited Retry-After, not 0.3 s
     body = json.loads(hits[1].body)
     assert body["type"] == "run.succeeded" and body["id"] == hits[1].headers["webhook-id"]
+
+
+async def test_a_slow_endpoint_does_not_take_every_send(
+    services: Services, channels: dict[str, Channel], receiver: Receiver
+) -> None:
+    import asyncio
+    from dataclasses import replace
+
+    services.settings = replace(services.settings, notify_per_endpoint=2, notify_concurrency=4)
+    now, most = 0, 0
+
+    async def slow(hit: Hit, n: int) -> web.StreamResponse:
+        nonlocal now, most
+        now += 1
+        most = max(most, now)
+        await asyncio.sleep(0.5)
+        now -= 1
+        return web.Response(text="ok")
+
+    slow_sub = await subscribe(
+        services,
+        channels,
+        events=["run.succeeded"],
+        destination={"url": receiver.on("/slow", slow)},
+    )
+    fast_sub = await subscribe(services, channels, events=["run.succeeded"],
+                               destination={"url": receiver.url("/fast")})  # fmt: skip
+    client = Client(services)
+    async with running_worker(services):  # the outbox fills first
+        runs = [await client.enqueue("noop", {}) for _ in range(6)]
+        for run in runs:
+            await client.wait(run.id, 20)
+    async with running_notifier(services, channels):
+        await wait_until(_has(receiver, {"/slow": 6, "/fast": 6}))
+    assert most == 2  # never more than notify_per_endpoint at the slow receiver
+    fast_done = max(h.at for h in receiver.at("/fast"))
+    assert fast_done < sorted(h.at for h in receiver.at("/slow"))[4]  # not queued behind it
+    for sub in (slow_sub, fast_sub):
+        assert all(r["state"] == "succeeded" for r in await deliveries(services, sub["id"]))

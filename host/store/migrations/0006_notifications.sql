@@ -71,6 +71,8 @@ CREATE TABLE deliveries (
 
 CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE state = 'pending';
 CREATE INDEX deliveries_subscription ON deliveries (subscription_id, created_at DESC, id DESC);
+CREATE INDEX deliveries_leased ON deliveries (subscription_id)
+    WHERE state = 'pending' AND lease_until IS NOT NULL;  -- sends in flight per subscription
 CREATE INDEX deliveries_finished ON deliveries (finished_at)
     WHERE state IN ('succeeded', 'failed');  -- retention
 CREATE INDEX deliveries_digest ON deliveries (subscription_id, digest_key)
