@@ -1,6 +1,6 @@
 """Notification throughput: deliveries/s from the outbox to a local webhook receiver.
 
-    python -m bench.notify [--deliveries N] [--concurrency C] [--notifiers K]
+    python -m bench.notify [--deliveries N] [--concurrency C] [--notifiers K] [--per-endpoint E]
 
 N runs are finished through the real finish statement (which writes one outbox row each for one
 webhook subscription), then K notifiers (in this process, C sends in flight each) deliver them,
@@ -58,6 +58,7 @@ async def measure(database_url: str, redis_url: str, args: argparse.Namespace) -
         database_url=database_url, redis_url=redis_url, namespace=f"bench-{uuid.uuid4().hex[:8]}",
         plugins_file=ROOT / "plugins.toml", notify_allow_cidrs="127.0.0.1/32",
         notify_concurrency=args.concurrency, notify_poll_s=0.05,
+        notify_per_endpoint=args.per_endpoint,
     )  # fmt: skip
     registry = load_registry(load_plugins_config(settings.plugins_file))
     try:
@@ -131,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deliveries", type=int, default=2000)
     p.add_argument("--concurrency", type=int, default=20, help="sends in flight per notifier")
     p.add_argument("--notifiers", type=int, default=1)
+    p.add_argument(
+        "--per-endpoint", type=int, default=5, help="sends per subscription (5; 0: unbounded)"
+    )
     asyncio.run(run(p.parse_args(argv)))
     return 0
 

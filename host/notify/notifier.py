@@ -118,7 +118,6 @@ class Notifier:
                         self.services.pool, free, self.settings.notify_lease_s,
                         self.settings.notify_per_endpoint,
                     )  # fmt: skip
-                    claimed = await self._cap_per_endpoint(claimed)
                     errors = 0
                     await self._dispatch(claimed, channels)
                 except Exception as exc:
@@ -130,22 +129,6 @@ class Notifier:
                 await asyncio.sleep(0)  # more may be due: claim again at once
                 continue
             await self._idle(stop)
-
-    async def _cap_per_endpoint(self, claimed: list[Claimed]) -> list[Claimed]:
-        """Keep at most notify_per_endpoint claims per subscription from one claim (the claim
-        itself passes over subscriptions already at the bound); the rest go back."""
-        cap = self.settings.notify_per_endpoint
-        if cap == 0:
-            return claimed
-        kept: list[Claimed] = []
-        extra: list[Claimed] = []
-        counts: dict[str, int] = {}
-        for c in claimed:
-            counts[c.subscription_id] = counts.get(c.subscription_id, 0) + 1
-            (kept if counts[c.subscription_id] <= cap else extra).append(c)
-        if extra:
-            await store.release(self.services.pool, extra)
-        return kept
 
     async def _idle(self, stop: asyncio.Event) -> None:
         waits: list[asyncio.Future[Any]] = [

@@ -354,20 +354,34 @@ def _claimed(row: asyncpg.Record) -> Claimed:
 async def claim_due(conn: Conn, limit: int, lease_s: float, per_endpoint: int = 0) -> list[Claimed]:
     """Claim up to `limit` due deliveries of enabled subscriptions: locked rows are skipped
     (another notifier is claiming them) and a live lease is respected; an expired one (a
-    killed notifier's) is taken over. With `per_endpoint`, subscriptions that already have that
-    many sends in flight are passed over."""
+    killed notifier's) is taken over. Subscriptions are served oldest due first, each with at
+    most its room: `per_endpoint` minus its sends in flight (any notifier's live leases; 0:
+    unbounded). Per subscription, so a receiver's backlog is never scanned row by row."""
     rows = await conn.fetch(
-        f"""WITH due AS (
-                SELECT d.id FROM deliveries d
-                JOIN subscriptions s ON s.id = d.subscription_id AND s.enabled
-                WHERE d.state = 'pending' AND d.next_attempt_at <= now()
-                  AND (d.lease_until IS NULL OR d.lease_until < now())
-                  AND ($3 = 0 OR (SELECT count(*) FROM deliveries x
-                                  WHERE x.subscription_id = d.subscription_id
-                                    AND x.state = 'pending' AND x.lease_until > now()) < $3)
-                ORDER BY d.next_attempt_at
+        f"""WITH ready AS (
+                SELECT s.id,
+                       CASE WHEN $3 = 0 THEN $1 ELSE $3 - (
+                           SELECT count(*) FROM deliveries x
+                           WHERE x.subscription_id = s.id AND x.state = 'pending'
+                             AND x.lease_until IS NOT NULL AND x.lease_until > now()) END
+                       AS room,
+                       (SELECT min(x.next_attempt_at) FROM deliveries x
+                        WHERE x.subscription_id = s.id AND x.state = 'pending') AS first_due
+                FROM subscriptions s WHERE s.enabled
+            ), due AS (
+                SELECT pick.id
+                FROM (SELECT * FROM ready WHERE room > 0 AND first_due <= now()
+                      ORDER BY first_due LIMIT $1) r
+                CROSS JOIN LATERAL (
+                    SELECT d.id FROM deliveries d
+                    WHERE d.subscription_id = r.id AND d.state = 'pending'
+                      AND d.next_attempt_at <= now()
+                      AND (d.lease_until IS NULL OR d.lease_until < now())
+                    ORDER BY d.next_attempt_at
+                    LIMIT r.room
+                    FOR UPDATE SKIP LOCKED
+                ) pick
                 LIMIT $1
-                FOR UPDATE OF d SKIP LOCKED
             ), claimed AS (
                 UPDATE deliveries d
                 SET lease_until = now() + make_interval(secs => $2),
@@ -382,17 +396,6 @@ async def claim_due(conn: Conn, limit: int, lease_s: float, per_endpoint: int = 
         per_endpoint,
     )
     return [_claimed(r) for r in rows]
-
-
-async def release(conn: Conn, claims: Sequence[Claimed]) -> None:
-    """Give claims back unsent (due again at once for any notifier)."""
-    await conn.execute(
-        """UPDATE deliveries SET lease_until = NULL, lease_token = NULL
-           FROM unnest($1::uuid[], $2::uuid[]) AS c(id, token)
-           WHERE deliveries.id = c.id AND deliveries.lease_token = c.token""",
-        [c.id for c in claims],
-        [c.token for c in claims],
-    )
 
 
 async def claim_digest(

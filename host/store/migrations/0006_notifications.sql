@@ -69,7 +69,8 @@ CREATE TABLE deliveries (
     finished_at     timestamptz
 );
 
-CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE state = 'pending';
+-- The claim: per subscription, its due deliveries in order.
+CREATE INDEX deliveries_due ON deliveries (subscription_id, next_attempt_at) WHERE state = 'pending';
 CREATE INDEX deliveries_subscription ON deliveries (subscription_id, created_at DESC, id DESC);
 CREATE INDEX deliveries_leased ON deliveries (subscription_id)
     WHERE state = 'pending' AND lease_until IS NOT NULL;  -- sends in flight per subscription
