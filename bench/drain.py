@@ -103,6 +103,19 @@ class Target:
     redis_pid: int | None = None
 
 
+async def add_subscriptions(conn: asyncpg.Connection, count: int) -> None:
+    """`count` webhook subscriptions to every event of the default tenant, so each finished run
+    also writes `count` x its events outbox rows (no notifier runs: this is the run path's
+    cost of notifications)."""
+    for i in range(count):
+        await conn.execute(
+            """INSERT INTO subscriptions (tenant_id, name, events, channel, destination)
+               VALUES ('default', $1, ARRAY['run.succeeded', 'run.failed', 'run.dead'],
+                       'webhook', '{"url": "https://hooks.example.com/bench"}')""",
+            f"bench-{i}",
+        )
+
+
 def with_database(url: str, name: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path="/" + quote(name, safe="")))
@@ -149,6 +162,7 @@ class Bench:
         conn = await asyncpg.connect(with_database(self.target.database_url, self.template))
         try:
             await migrate(conn)
+            await add_subscriptions(conn, self.args.subscriptions)
         finally:
             await conn.close()
 
@@ -833,6 +847,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--peer-repeat", type=int, default=1, help="measurements per peer configuration (1)"
     )
     p.add_argument("--keep-logs", action="store_true", help="keep the temp folder of logs")
+    p.add_argument(
+        "--subscriptions", type=int, default=0,
+        help="notification subscriptions to every event (0): each run also writes its outbox rows",
+    )  # fmt: skip
     args = p.parse_args(argv)
     args.systems = [name.strip() for name in args.systems.split(",") if name.strip()]
     if set(args.systems) - {"jobhost", *PEERS}:

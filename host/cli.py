@@ -1,6 +1,6 @@
-"""The `jobhost` command: roles (dev, worker, scheduler, api), administration (migrate, plugins,
-keys) and a client (enqueue, runs). Every command prints JSON with --json, and text for people
-otherwise."""
+"""The `jobhost` command: roles (dev, worker, scheduler, api, notifier), administration (migrate,
+plugins, keys, subscriptions) and a client (enqueue, runs). Every command prints JSON with
+--json, and text for people otherwise."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ from host.config import Settings, load_plugins_config
 from host.definitions import JobDefinitions
 from host.errors import ConfigError, JobhostError, NotFound, ValidationFailed
 from host.logs import configure_logging
+from host.notify import cli as notify_cli
+from host.notify.notifier import Notifier
 from host.policy import policy_as_dict
 from host.registry import load_registry
 from host.scheduler.scheduler import Scheduler
@@ -113,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "scheduler", help="cron, reconciliation, promotion (one leader acts)"
     ).set_defaults(run=cmd_scheduler)
+    sub.add_parser(
+        "notifier", help="deliver run events to subscriptions (webhooks, email...)"
+    ).set_defaults(run=cmd_notifier)
+    notify_cli.add_parsers(sub)
 
     jobs = sub.add_parser("jobs", help="job definitions and schedules").add_subparsers(
         dest="jobs", required=True
@@ -282,6 +288,7 @@ async def _serve_dev(args: argparse.Namespace, settings: Settings) -> int:
     async with open_services(settings) as services:
         worker = _worker(args, services)
         scheduler = Scheduler(services)
+        notifier = Notifier(services)
         # A fresh admin key per start: printed once, like `jobhost keys create`.
         key, _ = await apikeys.create_key(services.pool, "default", ["admin"], "jobhost dev")
 
@@ -290,7 +297,7 @@ async def _serve_dev(args: argparse.Namespace, settings: Settings) -> int:
                 f"jobhost dev\n  PostgreSQL  {settings.database_url}\n"
                 f"  Redis       {settings.redis_url}\n"
                 f"  migrations  {', '.join(applied) or 'up to date'}\n"
-                "  roles       worker, scheduler, api (notifier joins when it lands)\n"
+                "  roles       worker, scheduler, notifier, api\n"
                 f"  API         {url}/api/v1  (OpenAPI: {url}/api/v1/openapi.json)\n"
                 f"  admin key   {key}  (tenant default; a new one each start)\n"
                 "Try, in another terminal from this folder:  "
@@ -304,6 +311,7 @@ async def _serve_dev(args: argparse.Namespace, settings: Settings) -> int:
             await asyncio.gather(
                 worker.run(stop),
                 scheduler.run(stop),
+                notifier.run(stop),
                 serve(services, stop, port=args.api_port, fallback_port=True, started=banner),
             )
 
@@ -330,6 +338,12 @@ async def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
     async with open_services(settings) as services:
         await _run_until_signalled(Scheduler(services).run)
+    return 0
+
+
+async def cmd_notifier(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_services(settings) as services:
+        await _run_until_signalled(Notifier(services).run)
     return 0
 
 

@@ -52,6 +52,23 @@ class Settings:
     #: Starvation protection: seconds of waiting worth one priority level, so a steady stream of
     #: higher-priority runs delays lower ones by at most (difference x this); 0: strict priority.
     priority_ageing_s: float = 0.0
+    # Outbound notifications (the notifier role, the webhook channel): docs/operations.md.
+    #: Retry delays in seconds after each failed attempt (comma-separated); after the last one
+    #: the delivery is failed. About a day by default, as Standard Webhooks senders do.
+    notify_schedule: str = "5,300,1800,7200,18000,36000,36000"
+    notify_jitter: float = 0.2  #: each delay is scaled by a random factor in [1-j, 1+j]
+    notify_timeout_s: float = 15.0  #: one send: connect, request and answer
+    notify_lease_s: float = 60.0  #: a notifier's claim; a killed one's sends restart after it
+    notify_poll_s: float = 1.0  #: longest wait between looks at due deliveries (NOTIFY: sooner)
+    notify_concurrency: int = 20  #: sends in flight per notifier
+    #: sends in flight per subscription (about; across notifiers), so a slow receiver cannot
+    #: take every send; 0: unbounded
+    notify_per_endpoint: int = 5
+    notify_disable_after: int = 5  #: deliveries failed in a row that disable a subscription (0: no)
+    notify_digest_window_s: float = 300.0  #: a channel's digest holds events this long
+    #: SSRF allow-list: comma-separated CIDRs a destination may resolve to despite the guard
+    #: (loopback, private, link-local... are refused otherwise), e.g. "10.0.0.0/8,127.0.0.1/32".
+    notify_allow_cidrs: str = ""
 
     def __post_init__(self) -> None:
         Keys(self.namespace)  # validates the namespace
@@ -72,6 +89,37 @@ class Settings:
             raise ConfigError("misfire_grace_s, sweep_age_s and the retention days must be >= 0")
         if self.sweep_interval_s <= 0:
             raise ConfigError("sweep_interval_s must be positive")
+        self._check_notify()
+
+    def _check_notify(self) -> None:
+        self.retry_schedule()  # parses
+        if not 0 <= self.notify_jitter < 1:
+            raise ConfigError("notify_jitter must be in [0, 1)")
+        if self.notify_timeout_s <= 0 or self.notify_poll_s <= 0:
+            raise ConfigError("notify_timeout_s and notify_poll_s must be positive")
+        if self.notify_lease_s < self.notify_timeout_s + 1:
+            raise ConfigError("notify_lease_s must exceed notify_timeout_s by at least 1 second")
+        if (
+            self.notify_concurrency < 1
+            or min(self.notify_disable_after, self.notify_per_endpoint) < 0
+        ):
+            raise ConfigError(
+                "notify_concurrency must be >= 1, notify_disable_after and notify_per_endpoint >= 0"
+            )
+        if self.notify_digest_window_s < 0:
+            raise ConfigError("notify_digest_window_s must be >= 0")
+
+    def retry_schedule(self) -> tuple[float, ...]:
+        """The delays of notify_schedule, in seconds."""
+        try:
+            delays = tuple(float(x) for x in self.notify_schedule.split(",") if x.strip())
+        except ValueError as exc:
+            raise ConfigError(
+                f"notify_schedule {self.notify_schedule!r} must be comma-separated seconds"
+            ) from exc
+        if any(d < 0 for d in delays):
+            raise ConfigError("notify_schedule delays must be >= 0")
+        return delays
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -141,6 +189,8 @@ class PluginsConfig:
     entry_points: bool = True  #: also load installed packages' `jobhost.plugins` entry points
     disabled: frozenset[str] = frozenset()  #: entry-point names not to load
     types: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  #: policy overrides
+    #: [[subscriptions]]: notification subscriptions synced at notifier start (host.notify)
+    subscriptions: tuple[Mapping[str, Any], ...] = ()
     source: str = "(defaults)"  #: the file it came from, for messages
 
 
@@ -152,7 +202,7 @@ def load_plugins_config(path: Path) -> PluginsConfig:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
-    unknown = set(data) - {"plugins", "types"}
+    unknown = set(data) - {"plugins", "types", "subscriptions"}
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}")
     plugins = data.get("plugins", {})
@@ -171,7 +221,11 @@ def load_plugins_config(path: Path) -> PluginsConfig:
         raise ConfigError(f"{path}: [plugins] entry_points must be true or false")
     if not all(isinstance(v, dict) for v in types.values()):
         raise ConfigError(f"{path}: each [types.NAME] must be a table of policy fields")
+    subscriptions = data.get("subscriptions", [])
+    if not isinstance(subscriptions, list) or not all(isinstance(v, dict) for v in subscriptions):
+        raise ConfigError(f"{path}: [[subscriptions]] must be an array of tables")
     return PluginsConfig(
+        subscriptions=tuple(subscriptions),
         modules=tuple(modules),
         entry_points=entry_points,
         disabled=frozenset(disable),

@@ -22,7 +22,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from host.config import Settings
-from host.errors import BadRequest, ConfigError
+from host.errors import ConfigError, ValidationFailed
 from host.registry import build_plugin_manager
 from webhooks.outbound import email as email_module
 from webhooks.outbound.channel import Channel, Delivery
@@ -253,7 +253,7 @@ def test_smtp_settings_from_env_keep_the_password_out_of_repr() -> None:
 def test_bad_destinations_are_refused_naming_the_field(
     destination: dict[str, Any], path: str, words: str
 ) -> None:
-    with pytest.raises(BadRequest) as caught:
+    with pytest.raises(ValidationFailed) as caught:
         channel(None).check_destination(destination)
     assert any(e.path == path and words in e.message for e in caught.value.errors), caught.value
 

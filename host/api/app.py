@@ -13,7 +13,18 @@ from typing import Any
 
 from aiohttp import web
 
-from host.api import health, hooks, jobs, openapi, queues, runs, triggers, types, workers
+from host.api import (
+    health,
+    hooks,
+    jobs,
+    openapi,
+    queues,
+    runs,
+    subscriptions,
+    triggers,
+    types,
+    workers,
+)
 from host.api.auth import AUTH, KeyAuth, auth_middleware
 from host.api.errors import error_middleware
 from host.api.routes import ROUTE_TABLE, SERVICES, Route
@@ -29,7 +40,7 @@ def all_routes() -> list[Route]:
     """Every endpoint the app serves, in one table."""
     return [
         *health.ROUTES, *openapi.ROUTES, *types.ROUTES, *runs.ROUTES, *jobs.ROUTES,
-        *queues.ROUTES, *workers.ROUTES, *triggers.ROUTES, *hooks.ROUTES,
+        *queues.ROUTES, *workers.ROUTES, *triggers.ROUTES, *hooks.ROUTES, *subscriptions.ROUTES,
     ]  # fmt: skip
 
 
@@ -55,6 +66,7 @@ def create_app(
         yield
 
     app.cleanup_ctx.append(resources)
+    app.cleanup_ctx.append(lambda app: subscriptions.channels_context(app, services))
     return app
 
 

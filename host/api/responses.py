@@ -50,6 +50,80 @@ _JOB = _obj(
      "next_fire_times": {"type": "array", "items": _TIME}},
 )  # fmt: skip
 
+_COUNTS = _obj(
+    ["pending", "succeeded", "failed"],
+    {k: {"type": "integer"} for k in ("pending", "succeeded", "failed")},
+)
+_STRINGS = {"type": "array", "items": {"type": "string"}}
+_SUBSCRIPTION = _obj(
+    [
+        "id",
+        "tenant_id",
+        "name",
+        "events",
+        "job_types",
+        "job_ids",
+        "channel",
+        "destination",
+        "enabled",
+        "disabled_reason",
+        "failure_streak",
+        "source",
+        "created_at",
+        "updated_at",
+        "counts",
+    ],
+    {
+        "id": {"type": "string"},
+        "tenant_id": {"type": "string"},
+        "name": {"type": "string"},
+        "events": _STRINGS,
+        "job_types": _STRINGS,
+        "job_ids": _STRINGS,
+        "channel": {"type": "string"},
+        "destination": {"type": "object"},
+        "enabled": {"type": "boolean"},
+        "disabled_reason": _OPT_STR,
+        "failure_streak": {"type": "integer"},
+        "source": {"enum": ["api", "config", "job"]},
+        "created_at": _TIME,
+        "updated_at": _TIME,
+        "counts": _COUNTS,
+        "secret": {"type": "string", "description": "only in the answer that set it"},
+    },
+)
+_DELIVERY_ATTEMPT = _obj(
+    ["attempt", "at", "ok", "status", "latency_ms", "error", "response_excerpt"],
+    {
+        "attempt": {"type": "integer"},
+        "at": _TIME,
+        "ok": {"type": "boolean"},
+        "status": _OPT_STR,
+        "latency_ms": {"type": ["number", "null"]},
+        "error": _OPT_STR,
+        "response_excerpt": _OPT_STR,
+    },
+)
+_DELIVERY_FIELDS: dict[str, Any] = {
+    "id": {"type": "string"},
+    "subscription_id": {"type": "string"},
+    "event_id": {"type": "string"},
+    "event_type": {"type": "string"},
+    "run_id": {"type": "string"},
+    "state": {"enum": ["pending", "succeeded", "failed"]},
+    "attempts": {"type": "integer"},
+    "next_attempt_at": _TIME,
+    "last_error": _OPT_STR,
+    "created_at": _TIME,
+    "finished_at": _OPT_TIME,
+    "body": {"type": "object"},
+}
+_DELIVERY = _obj(list(_DELIVERY_FIELDS), _DELIVERY_FIELDS)
+_LOGGED_DELIVERY = _obj(
+    [*_DELIVERY_FIELDS, "attempt_log"],
+    _DELIVERY_FIELDS | {"attempt_log": {"type": "array", "items": _DELIVERY_ATTEMPT}},
+)
+
 _NUM_OR_NULL = {"type": ["number", "null"]}
 
 _TRIGGER = _obj(
@@ -94,7 +168,7 @@ _TRIGGER = _obj(
     },
 )
 
-_DELIVERY = _obj(
+_HOOK_DELIVERY = _obj(
     ["id", "received_at", "delivery_id", "outcome", "reason", "status", "run_id", "detail"],
     {
         "id": {"type": "integer"},
@@ -127,6 +201,13 @@ RESPONSES: dict[str, dict[str, Any]] = {
         {"id": {"type": "string"}, "type": {"type": "string"},
          "state": {"enum": [s.value for s in RunState]}, "job": {"type": "string"}},
     ),
+    "Subscription": _SUBSCRIPTION,
+    "SubscriptionList": _obj(["subscriptions"], {"subscriptions": {
+        "type": "array", "items": {"$ref": "#/components/schemas/Subscription"}}}),
+    "Delivery": _DELIVERY,
+    "DeliveryPage": _obj(["deliveries", "next_cursor"], {
+        "deliveries": {"type": "array", "items": _LOGGED_DELIVERY},
+        "next_cursor": {"type": ["string", "null"]}}),
     "Job": _JOB,
     "JobList": _obj(
         ["jobs"], {"jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}}}
@@ -164,9 +245,9 @@ RESPONSES: dict[str, dict[str, Any]] = {
         ["triggers"],
         {"triggers": {"type": "array", "items": {"$ref": "#/components/schemas/Trigger"}}},
     ),
-    "DeliveryPage": _obj(
+    "HookDeliveryPage": _obj(
         ["deliveries", "next_cursor"],
-        {"deliveries": {"type": "array", "items": _DELIVERY},
+        {"deliveries": {"type": "array", "items": _HOOK_DELIVERY},
          "next_cursor": {"type": ["string", "null"]}},
     ),
     "HookAccepted": _obj(

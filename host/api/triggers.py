@@ -47,7 +47,7 @@ async def delete_trigger(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-async def list_deliveries(request: web.Request) -> web.Response:
+async def list_trigger_deliveries(request: web.Request) -> web.Response:
     q = request.query
     limit = _int(q.get("limit", "50"), "limit", 1, MAX_PAGE)
     before = None
@@ -74,12 +74,12 @@ ROUTES = [
     Route("DELETE", _ONE, delete_trigger, "Delete a trigger and its delivery log", "write", 204,
           tag="triggers"),
     Route(
-        "GET", _ONE + "/deliveries", list_deliveries,
+        "GET", _ONE + "/deliveries", list_trigger_deliveries,
         "Deliveries received, newest first: accepted, replays, and rejections with the reason",
         query=(Param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE,
                                "default": 50}),
                Param("cursor", {"type": "string", "pattern": "^[0-9]{1,18}$"},
                      "next_cursor of the previous page")),
-        tag="triggers", response="DeliveryPage",
+        tag="triggers", response="HookDeliveryPage",
     ),
 ]  # fmt: skip

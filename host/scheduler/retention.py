@@ -1,5 +1,6 @@
 """Retention: delete finished runs (with their attempts) older than `retention_days` (dead
-runs, the dead letters, after `dead_retention_days`, longer by default), in bounded batches so
+runs, the dead letters, after `dead_retention_days`, longer by default) and finished
+notification deliveries after `retention_days`, in bounded batches so
 a large backlog never holds long locks or one huge transaction.
 
 Pruning old cron runs is safe for cron de-duplication: a tick is fired only from a job's
@@ -13,6 +14,7 @@ import logging
 
 import asyncpg
 
+from host.notify import store as notify_store
 from host.scheduler.leader import Term, fenced
 from host.store import runs as run_store
 
@@ -48,4 +50,21 @@ async def prune(
         if pruned:
             log.info("pruned %d %s runs older than %g days", pruned, "/".join(states), days)
         total += pruned
+    if retention_days > 0:
+        await _prune_deliveries(pool, namespace, term, retention_days, batch, max_batches)
     return total
+
+
+async def _prune_deliveries(
+    pool: asyncpg.Pool, namespace: str, term: Term, days: float, batch: int, max_batches: int
+) -> None:
+    """Delivered or failed notifications (with their attempts) go after `retention_days` too."""
+    pruned = 0
+    for _ in range(max_batches):
+        async with fenced(pool, namespace, term) as conn:
+            deleted = await notify_store.prune_deliveries(conn, days * 86400, batch)
+        pruned += deleted
+        if deleted < batch:
+            break
+    if pruned:
+        log.info("pruned %d finished deliveries older than %g days", pruned, days)

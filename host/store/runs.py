@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from host.notify.outbox import OUTBOX_INSERT
 from host.states import RunState
 
 
@@ -67,7 +68,7 @@ ON CONFLICT DO NOTHING
 RETURNING id
 """
 
-_FINISH = """
+_FINISH = f"""
 WITH f AS (
     SELECT * FROM json_to_recordset($1::json)
         AS f(id uuid, attempt int, state text, outcome text, worker text, started_at float8,
@@ -79,7 +80,7 @@ WITH f AS (
            to_timestamp(f.finished_at), f.outcome, f.error, f.traceback
     FROM f JOIN runs r ON r.id = f.id
     ON CONFLICT (run_id, attempt) DO NOTHING
-)
+), moved AS (
 UPDATE runs r
 SET state = f.state,
     attempt = f.attempt,
@@ -95,7 +96,13 @@ FROM f
 WHERE r.id = f.id
   AND r.attempt <= f.attempt
   AND r.state NOT IN ('succeeded', 'dead', 'cancelled')
-RETURNING r.id
+RETURNING r.id, r.tenant_id, r.type, r.job_id, r.state, r.attempt, r.max_attempts, r.run_at,
+          r.created_at, r.started_at, r.finished_at, r.result, r.error, f.outcome,
+          to_timestamp(f.finished_at) AS attempt_finished_at
+), notified AS (
+{OUTBOX_INSERT}
+)
+SELECT id FROM moved
 """
 
 _START = """
@@ -155,7 +162,8 @@ async def finish_attempts(
     conn: asyncpg.Pool | asyncpg.Connection, finishes: Sequence[Finish]
 ) -> set[str]:
     """Record attempts and move their runs on, in one statement; returns the ids whose run row
-    changed (the others were fenced off: already final or a later attempt recorded)."""
+    changed (the others were fenced off: already final or a later attempt recorded). The same
+    statement writes the outbox: a delivery per event and matching subscription (notify)."""
     if not finishes:
         return set()
     batch = [

@@ -105,6 +105,24 @@ async def test_every_route_answers_as_documented(
     await c.call("GET", "/api/v1/queues")
     await c.call("DELETE", job, "/api/v1/jobs/j")
     await _triggers_as_documented(c)
+    subs, sub_one = "/api/v1/subscriptions", "/api/v1/subscriptions/{id}"
+    hook = {"name": "h", "channel": "webhook", "destination": {"url": "https://hooks.example.com"},
+            "events": ["run.succeeded"]}  # fmt: skip
+    sub = await c.call("POST", subs, json=hook)
+    await c.call("POST", subs, json={**hook, "destination": {"url": "http://10.0.0.1"}})  # 422
+    await c.call("GET", subs)
+    await c.call("GET", sub_one, f"{subs}/{sub['id']}")
+    await c.call("GET", sub_one, f"{subs}/nope")  # 404
+    await c.call("PATCH", sub_one, f"{subs}/{sub['id']}", json={"enabled": False})
+    await c.call("PATCH", sub_one, f"{subs}/{sub['id']}", json={"enabled": True})
+    async with running_worker(services):
+        done = await c.call("POST", "/api/v1/runs", json={"type": "noop", "payload": {}})
+        await Client(services, tenant="acme").wait(done["id"], 20)
+    page = await c.call("GET", sub_one + "/deliveries", f"{subs}/{sub['id']}/deliveries?limit=5")
+    redeliver = "/api/v1/deliveries/{id}/redeliver"
+    await c.call("POST", redeliver, f"/api/v1/deliveries/{page['deliveries'][0]['id']}/redeliver")
+    await c.call("POST", redeliver, "/api/v1/deliveries/nope/redeliver")  # 404
+    await c.call("DELETE", sub_one, f"{subs}/{sub['id']}")
     documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
     assert c.exercised == documented
 

@@ -57,7 +57,8 @@ class Channel(Protocol):
     def check_destination(self, destination: Mapping[str, Any]) -> None:
         """Reject a destination the schema cannot judge (an SSRF target, a bad address).
 
-        Raises `host.errors.BadRequest`-family errors naming the field.
+        Raises `host.errors.ValidationFailed` (the API's 422) with a FieldError per problem,
+        each path under `/destination`.
         """
 
     def digest_key(self, delivery: Delivery) -> str | None:

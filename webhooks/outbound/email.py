@@ -30,7 +30,7 @@ import aiosmtplib
 
 from host import hookimpl
 from host.config import Settings
-from host.errors import BadRequest, FieldError
+from host.errors import FieldError, ValidationFailed
 from host.schemas import compile_validator, payload_errors
 from webhooks.outbound.channel import Channel, Delivery, SendResult
 from webhooks.outbound.templates import (
@@ -125,8 +125,7 @@ class EmailChannel:
         if not errors:
             errors = _destination_problems(destination)
         if errors:
-            detail = "; ".join(f"{e.path}: {e.message}" for e in errors)
-            raise BadRequest(f"email destination is invalid: {detail}", errors)
+            raise ValidationFailed("email destination", errors)
 
     def digest_key(self, delivery: Delivery) -> str | None:
         """Failures of one job (definition, else type) for one subscription share a digest."""
@@ -193,7 +192,7 @@ class EmailChannel:
             return SendResult(ok=True, status="empty")
         try:
             self.check_destination(deliveries[0].destination)
-        except BadRequest as exc:  # changed behind the API's back: retrying cannot help
+        except ValidationFailed as exc:  # changed behind the API's back: retrying cannot help
             return SendResult(ok=False, retry=False, status="invalid", error=exc.message)
         if not self.settings.smtp_host:
             return SendResult(ok=False, status="unconfigured", error="JOBHOST_SMTP_HOST is not set")
