@@ -25,6 +25,7 @@ from host.errors import ConfigError, JobhostError, NotFound, ValidationFailed
 from host.logs import configure_logging
 from host.notify import cli as notify_cli
 from host.notify.notifier import Notifier
+from host.output import emit
 from host.policy import policy_as_dict
 from host.registry import load_registry
 from host.scheduler.scheduler import Scheduler
@@ -392,7 +393,7 @@ async def _run_until_signalled(role: Callable[[asyncio.Event], Awaitable[None]])
 
 async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     applied = await apply_migrations(resolve_urls(settings).database_url or "")
-    _emit(args, {"applied": applied}, "applied: " + (", ".join(applied) or "nothing (up to date)"))
+    emit(args, {"applied": applied}, "applied: " + (", ".join(applied) or "nothing (up to date)"))
     return 0
 
 
@@ -420,7 +421,7 @@ async def cmd_plugins(args: argparse.Namespace, settings: Settings) -> int:
             + (f", {limits}" if limits else "")
             + f"\n{'':<20} schema {t['source']}"
         )
-    _emit(args, {"types": types}, "\n".join(lines) or "no job types")
+    emit(args, {"types": types}, "\n".join(lines) or "no job types")
     return 0
 
 
@@ -432,7 +433,7 @@ async def cmd_queues(args: argparse.Namespace, settings: Settings) -> int:
     data = {"types": {t: {"ready": n} for t, n in depths.items()}, **totals}
     text = "\n".join(f"{t:<20} ready {n}" for t, n in depths.items())
     text += f"\ndelayed {totals['delayed']}, in flight {totals['in_flight']}"
-    _emit(args, data, text)
+    emit(args, data, text)
     return 0
 
 
@@ -444,7 +445,7 @@ async def cmd_workers(args: argparse.Namespace, settings: Settings) -> int:
         f"{w['id']}  pid {w['pid']}  concurrency {w['concurrency']}  running {len(w['running'])}"
         for w in workers
     )
-    _emit(args, {"workers": workers}, text or "no live workers")
+    emit(args, {"workers": workers}, text or "no live workers")
     return 0
 
 
@@ -461,7 +462,7 @@ async def cmd_limits_show(args: argparse.Namespace, settings: Settings) -> int:
             f"{name:<20} rate {rate:<22} tokens {tokens:<8} in flight {conc:<8} "
             f"throttled {st['throttled_claims']}"
         )
-    _emit(args, {"types": status}, "\n".join(lines))
+    emit(args, {"types": status}, "\n".join(lines))
     return 0
 
 
@@ -472,7 +473,7 @@ async def cmd_limits_set(args: argparse.Namespace, settings: Settings) -> int:
             **{f: getattr(args, f) for f in limits.LIMIT_FIELDS},
         )  # fmt: skip
         await limits.publish(services.queue, {args.type: result})
-    _emit(args, {"type": args.type, **result.as_dict()}, f"{args.type}: {_limits_text(result)}")
+    emit(args, {"type": args.type, **result.as_dict()}, f"{args.type}: {_limits_text(result)}")
     return 0
 
 
@@ -480,7 +481,7 @@ async def cmd_limits_reset(args: argparse.Namespace, settings: Settings) -> int:
     async with open_services(settings) as services:
         result = await limits.reset_override(services.pool, services.registry, args.type)
         await limits.publish(services.queue, {args.type: result})
-    _emit(args, {"type": args.type, **result.as_dict()}, f"{args.type}: {_limits_text(result)}")
+    emit(args, {"type": args.type, **result.as_dict()}, f"{args.type}: {_limits_text(result)}")
     return 0
 
 
@@ -508,7 +509,7 @@ async def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
         f"{key}\n  id {record.id}, tenant {record.tenant_id}, scopes {', '.join(record.scopes)}"
         "\n  shown once: only its hash is stored"
     )
-    _emit(args, {"key": key, **record.as_dict()}, text)
+    emit(args, {"key": key, **record.as_dict()}, text)
     return 0
 
 
@@ -521,7 +522,7 @@ async def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
         f"{k.last_used_at.isoformat() if k.last_used_at else 'never'}  {k.name}"
         for k in keys
     ]
-    _emit(args, {"keys": [k.as_dict() for k in keys]}, "\n".join(lines) or "no keys")
+    emit(args, {"keys": [k.as_dict() for k in keys]}, "\n".join(lines) or "no keys")
     return 0
 
 
@@ -530,7 +531,7 @@ async def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
         record = await apikeys.revoke(services.pool, args.id)
     if record is None:
         raise NotFound(f"API key {args.id} not found")
-    _emit(args, record.as_dict(), f"revoked key {record.id} ({record.prefix}...)")
+    emit(args, record.as_dict(), f"revoked key {record.id} ({record.prefix}...)")
     return 0
 
 
@@ -563,14 +564,14 @@ async def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
             run = await client.wait(enqueued.id, args.wait)
             data = run
             text += f"\n{_run_text(run)}"
-    _emit(args, data, text)
+    emit(args, data, text)
     return 0
 
 
 async def cmd_runs_show(args: argparse.Namespace, settings: Settings) -> int:
     async with open_services(settings, run_migrations=False) as services:
         run = await Client(services).get(args.id)
-    _emit(args, run, _run_text(run))
+    emit(args, run, _run_text(run))
     return 0
 
 
@@ -584,7 +585,7 @@ async def cmd_runs_list(args: argparse.Namespace, settings: Settings) -> int:
         f"  {r['created_at']}"
         for r in runs
     )
-    _emit(args, {"runs": runs}, text or "no runs")
+    emit(args, {"runs": runs}, text or "no runs")
     return 0
 
 
@@ -604,7 +605,7 @@ async def cmd_jobs_create(args: argparse.Namespace, settings: Settings) -> int:
         job = await JobDefinitions(services).create(
             args.name, args.job_type, payload, schedule=schedule, priority=args.priority
         )
-    _emit(args, job.as_dict(), f"created job {job.name} ({job.type})\n{_job_text(job)}")
+    emit(args, job.as_dict(), f"created job {job.name} ({job.type})\n{_job_text(job)}")
     return 0
 
 
@@ -612,7 +613,7 @@ async def cmd_jobs_list(args: argparse.Namespace, settings: Settings) -> int:
     async with open_services(settings, run_migrations=False) as services:
         jobs = await JobDefinitions(services).list()
     text = "\n".join(_job_text(j) for j in jobs) or "no jobs"
-    _emit(args, {"jobs": [j.as_dict() for j in jobs]}, text)
+    emit(args, {"jobs": [j.as_dict() for j in jobs]}, text)
     return 0
 
 
@@ -622,15 +623,15 @@ async def cmd_jobs_action(args: argparse.Namespace, settings: Settings) -> int:
         if args.action == "trigger":
             run = await defs.trigger(args.name)
             data = {"id": run.id, "type": run.type, "state": run.state, "job": args.name}
-            _emit(args, data, f"triggered job {args.name}: run {run.id} ({run.state})")
+            emit(args, data, f"triggered job {args.name}: run {run.id} ({run.state})")
             return 0
         if args.action == "delete":
             await defs.delete(args.name)
-            _emit(args, {"deleted": args.name}, f"deleted job {args.name}")
+            emit(args, {"deleted": args.name}, f"deleted job {args.name}")
             return 0
         action = {"pause": defs.pause, "resume": defs.resume, "show": defs.get}[args.action]
         job = await action(args.name)
-    _emit(args, job.as_dict(), _job_text(job))
+    emit(args, job.as_dict(), _job_text(job))
     return 0
 
 
@@ -638,7 +639,7 @@ async def cmd_jobs_next(args: argparse.Namespace, settings: Settings) -> int:
     async with open_services(settings, run_migrations=False) as services:
         job = await JobDefinitions(services).get(args.name)
     times = [t.isoformat() for t in JobDefinitions.next_times(job, args.count)]
-    _emit(args, {"job": job.name, "next": times}, "\n".join(times) or "not scheduled")
+    emit(args, {"job": job.name, "next": times}, "\n".join(times) or "not scheduled")
     return 0
 
 
@@ -717,7 +718,7 @@ async def cmd_triggers_create(args: argparse.Namespace, settings: Settings) -> i
     async with open_services(settings, run_migrations=False) as services:
         trigger = await Triggers(services).create(data)
     shown = represent(trigger)
-    _emit(args, shown, f"created trigger {trigger.name}\n{_trigger_text(shown)}")
+    emit(args, shown, f"created trigger {trigger.name}\n{_trigger_text(shown)}")
     return 0
 
 
@@ -726,7 +727,7 @@ async def cmd_triggers_update(args: argparse.Namespace, settings: Settings) -> i
     BodyValidator(load_api_schemas()).check("trigger_patch", data)
     async with open_services(settings, run_migrations=False) as services:
         shown = represent(await Triggers(services).update(args.name, data))
-    _emit(args, shown, _trigger_text(shown))
+    emit(args, shown, _trigger_text(shown))
     return 0
 
 
@@ -734,7 +735,7 @@ async def cmd_triggers_list(args: argparse.Namespace, settings: Settings) -> int
     async with open_services(settings, run_migrations=False) as services:
         shown = [represent(t) for t in await Triggers(services).list()]
     text = "\n".join(_trigger_text(t) for t in shown) or "no triggers"
-    _emit(args, {"triggers": shown}, text)
+    emit(args, {"triggers": shown}, text)
     return 0
 
 
@@ -742,10 +743,10 @@ async def cmd_triggers_action(args: argparse.Namespace, settings: Settings) -> i
     async with open_services(settings, run_migrations=False) as services:
         if args.action == "delete":
             await Triggers(services).delete(args.name)
-            _emit(args, {"deleted": args.name}, f"deleted trigger {args.name}")
+            emit(args, {"deleted": args.name}, f"deleted trigger {args.name}")
             return 0
         shown = represent(await Triggers(services).get(args.name))
-    _emit(args, shown, _trigger_text(shown))
+    emit(args, shown, _trigger_text(shown))
     return 0
 
 
@@ -759,7 +760,7 @@ async def cmd_triggers_deliveries(args: argparse.Namespace, settings: Settings) 
         f"{d['delivery_id'] or '-'}  {d['run_id'] or d['detail']}"
         for d in found
     )
-    _emit(args, {"deliveries": found, "next_cursor": nxt}, text or "no deliveries")
+    emit(args, {"deliveries": found, "next_cursor": nxt}, text or "no deliveries")
     return 0
 
 
@@ -774,13 +775,6 @@ def _trigger_text(t: dict[str, Any]) -> str:
 
 
 # -- output -------------------------------------------------------------------------------------
-
-
-def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
-    if args.json:
-        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        sys.stdout.write(text + "\n")
 
 
 def _fail(args: argparse.Namespace, exc: JobhostError, details: list[Any] | None = None) -> None:

@@ -4,7 +4,6 @@ their delivery log, straight from PostgreSQL (as `jobhost jobs` does)."""
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 import orjson
@@ -15,6 +14,7 @@ from host.notify import store
 from host.notify import subscriptions as subs
 from host.notify.channels import close_channels, load_channels
 from host.notify.outbox import EVENTS
+from host.output import emit
 from host.services import Services, open_services
 from host.store import jobs as job_store
 
@@ -80,14 +80,14 @@ async def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             await close_channels(channels)
     text = f"{_line(sub)}\n  secret {sub['secret']}  (shown once)"
-    _emit(args, sub, text)
+    emit(args, sub, text)
     return 0
 
 
 async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     async with open_services(settings, run_migrations=False) as services:
         found = await store.list_subscriptions(services.pool, settings.tenant)
-    _emit(args, {"subscriptions": found}, "\n".join(map(_line, found)) or "no subscriptions")
+    emit(args, {"subscriptions": found}, "\n".join(map(_line, found)) or "no subscriptions")
     return 0
 
 
@@ -96,7 +96,7 @@ async def cmd_action(args: argparse.Namespace, settings: Settings) -> int:
         pool, tenant = services.pool, settings.tenant
         if args.action == "delete":
             await store.delete_subscription(pool, tenant, args.id)
-            _emit(args, {"deleted": args.id}, f"deleted subscription {args.id}")
+            emit(args, {"deleted": args.id}, f"deleted subscription {args.id}")
             return 0
         if args.action == "show":
             sub = await store.get_subscription(pool, tenant, args.id)
@@ -104,7 +104,7 @@ async def cmd_action(args: argparse.Namespace, settings: Settings) -> int:
             sub = await store.update_subscription(
                 pool, tenant, args.id, {"enabled": args.action == "enable"}
             )
-    _emit(args, sub, _line(sub))
+    emit(args, sub, _line(sub))
     return 0
 
 
@@ -120,14 +120,14 @@ async def cmd_deliveries(args: argparse.Namespace, settings: Settings) -> int:
         for a in d["attempt_log"]:
             lines.append(f"    #{a['attempt']} {'ok' if a['ok'] else 'failed'} {a['status'] or ''}"
                          f" {a['latency_ms'] or 0:.0f} ms {a['error'] or ''}".rstrip())  # fmt: skip
-    _emit(args, {"deliveries": found}, "\n".join(lines) or "no deliveries")
+    emit(args, {"deliveries": found}, "\n".join(lines) or "no deliveries")
     return 0
 
 
 async def cmd_redeliver(args: argparse.Namespace, settings: Settings) -> int:
     async with open_services(settings, run_migrations=False) as services:
         d = await store.redeliver(services.pool, settings.tenant, args.delivery_id)
-    _emit(args, d, f"delivery {d['id']} ({d['event_type']}) is due again now")
+    emit(args, d, f"delivery {d['id']} ({d['event_type']}) is due again now")
     return 0
 
 
@@ -151,10 +151,3 @@ def _line(sub: dict[str, Any]) -> str:
         f"  pending {counts.get('pending', 0)} ok {counts.get('succeeded', 0)}"
         f" failed {counts.get('failed', 0)}"
     )
-
-
-def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
-    if args.json:
-        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        sys.stdout.write(text + "\n")
