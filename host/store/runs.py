@@ -26,7 +26,7 @@ class NewRun:
     id: str
     tenant_id: str
     type: str
-    payload_json: str  #: the payload, already encoded
+    payload_json: str | bytes  #: the payload, already encoded (spliced in, not decoded)
     priority: int
     max_attempts: int
     timeout_s: float
