@@ -69,7 +69,7 @@ class Client:
         with one PostgreSQL statement and one Redis call."""
         prepared = [self._prepare(i, r, len(requests)) for i, r in enumerate(requests)]
         rows = [p[0] for p in prepared]
-        inserted = await run_store.insert_runs(self.services.pool, rows)
+        inserted = await run_store.insert_runs(self.services.hot_pool, rows)
         fresh = [p[1] for p in prepared if p[0].id in inserted]
         await self.services.queue.enqueue(fresh)
         existing = await self._existing([p[0] for p in prepared if p[0].id not in inserted])
