@@ -340,9 +340,14 @@ async def prune_finished(
 
 
 async def get_run(
-    conn: asyncpg.Pool | asyncpg.Connection, run_id: str, tenant_id: str | None = None
+    conn: asyncpg.Pool | asyncpg.Connection,
+    run_id: str,
+    tenant_id: str | None = None,
+    *,
+    attempts: bool = True,
 ) -> dict[str, Any] | None:
-    """One run with its attempts, or None. With `tenant_id`, only that tenant's run."""
+    """One run with its attempts, or None. With `tenant_id`, only that tenant's run. Without
+    `attempts`, an empty list stands for them (a run just enqueued has none): one query."""
     try:
         key = uuid.UUID(run_id)
     except ValueError:
@@ -355,12 +360,15 @@ async def get_run(
     if row is None:
         return None
     run = run_record(row)
-    attempts = await conn.fetch(
+    if not attempts:
+        run["attempts"] = []
+        return run
+    history = await conn.fetch(
         """SELECT attempt, worker, started_at, finished_at, outcome, error, traceback
            FROM attempts WHERE run_id = $1 ORDER BY attempt""",
         key,
     )
-    run["attempts"] = [_jsonable(dict(a)) for a in attempts]
+    run["attempts"] = [_jsonable(dict(a)) for a in history]
     return run
 
 
