@@ -447,8 +447,9 @@ class Bench:
                     if "e2e" not in a.variants or n not in a.workers or cfg not in a.configs:
                         plan.append((self.drain, "e2e", n, cfg, rep))
                 plan.append((self.enqueue_single, rep))
-                if paced:
-                    plan.append((self.latency, a.configs[0], rep))
+                if paced:  # at the peers' first concurrency (W1 C10), as they are measured
+                    c = a.peer_configs[0][1] if a.peer_configs else a.configs[0].concurrency
+                    plan.append((self.latency, WorkerConfig(c), rep))
             if rep > a.peer_repeat:
                 continue
             for name in a.systems:
