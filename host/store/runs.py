@@ -67,6 +67,10 @@ ON CONFLICT DO NOTHING
 RETURNING id
 """
 
+#: The same for runs that cannot conflict (see insert_runs): no speculative insertion.
+_INSERT_FRESH = _INSERT.replace("ON CONFLICT DO NOTHING\n", "")
+assert _INSERT_FRESH != _INSERT
+
 _FINISH = """
 WITH f AS (
     SELECT * FROM json_to_recordset($1::json)
@@ -122,7 +126,12 @@ _RUN_COLUMNS = """id, tenant_id, type, job_id, state, payload, priority, attempt
 
 async def insert_runs(conn: asyncpg.Pool | asyncpg.Connection, runs: Sequence[NewRun]) -> set[str]:
     """Insert runs in one statement; returns the ids actually inserted (the rest conflicted on
-    their idempotency key or id)."""
+    their idempotency key or cron tick, or their id).
+
+    A batch where no run has an idempotency key or a cron tick cannot conflict (its ids are
+    fresh UUIDv7s): it goes in with a plain INSERT, without the speculative insertion that ON
+    CONFLICT costs (about a fifth of the statement's server CPU); an id that exists already is
+    then an error (UniqueViolation), not a silent skip."""
     if not runs:
         return set()
     batch = [
@@ -135,7 +144,9 @@ async def insert_runs(conn: asyncpg.Pool | asyncpg.Connection, runs: Sequence[Ne
         }
         for r in runs
     ]  # fmt: skip
-    rows = await conn.fetch(_INSERT, orjson.dumps(batch).decode())
+    may_conflict = any(r.idempotency_key is not None or r.scheduled_for for r in runs)
+    statement = _INSERT if may_conflict else _INSERT_FRESH
+    rows = await conn.fetch(statement, orjson.dumps(batch).decode())
     return {str(row["id"]) for row in rows}
 
 
