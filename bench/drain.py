@@ -44,7 +44,15 @@ from redis.asyncio import Redis
 from bench import report
 from bench.common import ROOT
 from bench.peers import PEERS
-from bench.peers.run import SINGLE_RUNS, PeerBench, peer, versions
+from bench.peers.run import (
+    SINGLE_RUNS,
+    PeerBench,
+    peer,
+    peer_configs,
+    peer_paced_seconds,
+    peer_runs,
+    versions,
+)
 from bench.peers.table import side_by_side
 from bench.peers.table import summaries as peer_summaries
 from bench.plugin import STAMP
@@ -453,14 +461,15 @@ class Bench:
                     if "e2e" not in a.variants or n not in a.workers or cfg not in a.configs:
                         plan.append((self.drain, "e2e", n, cfg, rep))
                 plan.append((self.enqueue_single, rep))
-                if paced:
-                    plan.append((self.latency, a.configs[0], rep))
+                if paced:  # at the peers' first concurrency (W1 C10), as they are measured
+                    c = a.peer_configs[0][1] if a.peer_configs else a.configs[0].concurrency
+                    plan.append((self.latency, WorkerConfig(c), rep))
             if rep > a.peer_repeat:
                 continue
             for name in a.systems:
                 if name == "jobhost":
                     continue
-                for n, c in a.peer_configs:
+                for n, c in peer_configs(a, name):
                     plan.append((peers.drain, name, n, c, rep))
                 plan.append((peers.single, name, rep))
                 if paced:
@@ -470,8 +479,10 @@ class Bench:
             for attempt in range(a.noisy_retries + 1):
                 print(f"[{i}/{len(plan)}]", end="", flush=True)
                 await self.wait_quiet()
+                began = time.monotonic()
                 try:
                     await fn(*params)
+                    self.results[-1]["elapsed_s"] = round(time.monotonic() - began, 1)
                     failed_in_a_row = 0
                 except ChildFailed as exc:
                     print(f"  FAILED: {exc}", flush=True)
@@ -658,6 +669,16 @@ async def environment(target: Target, args: argparse.Namespace) -> dict[str, Any
             "systems": args.systems,
             "peer_configs": [list(pc) for pc in args.peer_configs],
             "peer_repeat": args.peer_repeat,
+            "full": args.full,
+            "peer_runs": {n: peer_runs(args, n) for n in args.systems if n != "jobhost"},
+            "peer_paced_seconds": {
+                n: peer_paced_seconds(args, n) for n in args.systems if n != "jobhost"
+            },
+            "peer_drain_configs": {
+                n: [f"W{w} C{c}" for w, c in peer_configs(args, n)]
+                for n in args.systems
+                if n != "jobhost"
+            },
             "single_enqueue_runs": min(SINGLE_RUNS, args.runs),
         },
         "peers": {
@@ -732,10 +753,29 @@ def render(meta: dict[str, Any], results: list[dict[str, Any]]) -> tuple[str, st
     if len(s["systems"]) > 1 or psum:
         configs = [tuple(pc) for pc in s["peer_configs"]]
         h, rows, ratios = side_by_side(s["systems"], configs, [*dsum, *lsum, *psum])
+        fewer = {n: r for n, r in s.get("peer_runs", {}).items() if r != s["runs"]}
+        shorter = {
+            n: t for n, t in s.get("peer_paced_seconds", {}).items() if t != s["paced_seconds"]
+        }
+        for row in rows:
+            name = row[0]
+            marks = [f"N={fewer[name]:,}"] if name in fewer else []
+            marks += [f"pickup {shorter[name]:g} s"] if name in shorter else []
+            if marks:
+                row[0] = f"{name} ({', '.join(marks)})"
+        scope = ""
+        if fewer or shorter:
+            scope = (
+                " Systems marked N=... drained that many jobs instead, at the first W/C pair"
+                " only (n/a: not measured), and those marked pickup ... s had a paced stream"
+                " that long: the slow Python peers, to fit the 15-minute budget with every"
+                f" figure a median of {s['peer_repeat']}; `--full` measures every peer at every"
+                f" pair with {s['runs']:,} jobs and {s['paced_seconds']:g} s streams."
+            )
         title = (
             f"jobhost and the peers, side by side: {s['runs']:,} no-op jobs enqueued by one"
             " producer while idle workers wait (end-to-end), W worker processes x concurrency C;"
-            f" jobhost median of {s['repeat']}, peers median of {s['peer_repeat']}."
+            f" jobhost median of {s['repeat']}, peers median of {s['peer_repeat']}.{scope}"
             " CPU ms per 1,000 jobs: producer / workers / Redis / PostgreSQL = total. Enqueue bulk:"
             " the producer's rate during the W1 drain; single: one call per job, no worker"
             f" running ({s['single_enqueue_runs']:,} jobs). Pickup: {s['paced_rate']:g} jobs/s"
@@ -785,22 +825,28 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="smoke test: 5,000 runs, 1 repeat, 3 s paced (explicit flags still win)",
     )
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="everything (about an hour): every jobhost variant (e2e, drain, limited) at W 1,2,4"
+        " and C 10 and 200, and every peer at every --peer-configs pair with --runs jobs"
+        " (explicit flags still win)",
+    )
     p.add_argument("--runs", type=int, help="runs per drain measurement (default 20,000)")
     p.add_argument("--repeat", type=int, help="measurements per configuration (default 3)")
     p.add_argument("--batch", type=int, default=500, help="enqueue_many batch size (500)")
-    p.add_argument("--workers", default="1,2", help="worker process counts (default 1,2)")
+    p.add_argument("--workers", help="worker process counts (default 1,2; --full: 1,2,4)")
     p.add_argument(
         "--configs",
-        default="10,200:200",
         help="worker configs C[:K[:P]], comma-separated: concurrency, claim batch"
-        " (default 200), prefetch (default C); default 10,200:200",
+        " (default 200), prefetch (default: adaptive, C to K); default 200:200 (--full:"
+        " 10,200:200); jobhost also runs end-to-end at every --peer-configs pair",
     )
     p.add_argument(
-        "--variants", default="e2e,drain",
+        "--variants",
         help="e2e, drain and/or limited (drain with non-binding limits); default e2e,drain"
-        " (add limited for the cost of checking limits: it does not fit the 15-minute budget"
-        " next to the peers)",
-    )  # fmt: skip
+        " (--full: e2e,drain,limited)",
+    )
     p.add_argument(
         "--types",
         default="",
@@ -844,7 +890,22 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         " them end-to-end; default 1:10,2:50",
     )
     p.add_argument(
-        "--peer-repeat", type=int, default=1, help="measurements per peer configuration (1)"
+        "--peer-repeat", type=int, help="measurements per peer configuration (default --repeat)"
+    )
+    p.add_argument(
+        "--peer-paced-seconds",
+        type=float,
+        default=5.0,
+        help="paced stream length of the Python peers (default 5 s; --full: --paced-seconds;"
+        " BullMQ always gets --paced-seconds)",
+    )
+    p.add_argument(
+        "--peer-runs",
+        type=int,
+        default=2_000,
+        help="jobs per drain of the Python peers, which also drain only at the first"
+        " --peer-configs pair (default 2,000; --full: --runs at every pair; BullMQ always"
+        " gets --runs at every pair)",
     )
     p.add_argument("--keep-logs", action="store_true", help="keep the temp folder of logs")
     p.add_argument(
@@ -866,10 +927,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     args.runs = args.runs or (5_000 if quick else 20_000)
     args.repeat = args.repeat or (1 if quick else 3)
     args.paced_seconds = args.paced_seconds or (3.0 if quick else 10.0)
-    args.name = args.name or ("quick" if quick else "latest")
-    args.workers = [int(w) for w in args.workers.split(",") if w]
-    args.configs = [WorkerConfig.parse(c) for c in args.configs.split(",") if c]
-    args.variants = [v for v in args.variants.split(",") if v]
+    args.name = args.name or ("quick" if quick else "full" if args.full else "latest")
+    args.peer_repeat = args.peer_repeat or args.repeat
+    full = args.full
+    args.workers = [int(w) for w in (args.workers or ("1,2,4" if full else "1,2")).split(",") if w]
+    configs = args.configs or ("10,200:200" if full else "200:200")
+    args.configs = [WorkerConfig.parse(c) for c in configs.split(",") if c]
+    variants = args.variants or ("e2e,drain,limited" if full else "e2e,drain")
+    args.variants = [v for v in variants.split(",") if v]
     if set(args.variants) - set(VARIANTS):
         p.error(f"--variants takes {', '.join(VARIANTS)}")
     if not args.configs:

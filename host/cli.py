@@ -259,7 +259,12 @@ def _trigger_options(parser: argparse.ArgumentParser) -> None:
 def _worker_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, default=10, help="handlers running at once")
     parser.add_argument("--types", help="comma-separated job types to serve (default: all)")
-    parser.add_argument("--prefetch", type=int, help="runs claimed ahead (default: concurrency)")
+    parser.add_argument(
+        "--prefetch",
+        type=int,
+        help="runs claimed ahead of the runners (default: adaptive, about 50 ms of work at"
+        " the recent finishing rate, from the concurrency up to the claim batch)",
+    )
     parser.add_argument("--claim-batch", type=int, default=200, help="most runs per claim")
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from host.errors import FieldError, RunNotFound, ValidationFailed
-from host.ids import new_run_id
+from host.ids import new_run_id_text
 from host.lanes import lane_of
 from host.policy import MAX_PRIORITY, MIN_PRIORITY
 from host.queue.queue import QueuedRun
@@ -69,7 +69,7 @@ class Client:
         with one PostgreSQL statement and one Redis call."""
         prepared = [self._prepare(i, r, len(requests)) for i, r in enumerate(requests)]
         rows = [p[0] for p in prepared]
-        inserted = await run_store.insert_runs(self.services.pool, rows)
+        inserted = await run_store.insert_runs(self.services.hot_pool, rows)
         fresh = [p[1] for p in prepared if p[0].id in inserted]
         await self.services.queue.enqueue(fresh)
         existing = await self._existing([p[0] for p in prepared if p[0].id not in inserted])
@@ -104,7 +104,7 @@ class Client:
         timeout_s = policy.timeout_s if req.timeout_s is None else req.timeout_s
         _check_options(what, priority, max_attempts, timeout_s, req)
         delay_s = _delay(req)
-        run_id = str(new_run_id())
+        run_id = new_run_id_text()
         payload_json = orjson.dumps(req.payload)
         env = envelope(
             run_id, req.type, self.tenant, max_attempts, timeout_s, req.job_id, payload_json
@@ -113,7 +113,7 @@ class Client:
             id=run_id,
             tenant_id=self.tenant,
             type=req.type,
-            payload_json=payload_json.decode(),
+            payload_json=payload_json,
             priority=priority,
             max_attempts=max_attempts,
             timeout_s=timeout_s,

@@ -19,6 +19,17 @@ _counter = 0
 
 def new_run_id() -> uuid.UUID:
     """A UUIDv7 (RFC 9562), monotonic within this process even within one millisecond."""
+    return uuid.UUID(int=_next_value())
+
+
+def new_run_id_text() -> str:
+    """new_run_id() as its canonical text, without building a UUID object (the producer makes
+    one per run)."""
+    h = f"{_next_value():032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _next_value() -> int:
     global _last_ms, _counter
     with _lock:
         ms = time.time_ns() // 1_000_000
@@ -33,5 +44,4 @@ def new_run_id() -> uuid.UUID:
         _last_ms = ms
         counter = _counter
         rand = _random.getrandbits(62)
-    value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | rand
-    return uuid.UUID(int=value)
+    return (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | rand

@@ -27,7 +27,9 @@ class Services:
     settings: Settings
     registry: Registry
     pool: asyncpg.Pool  #: general queries (lookups, listings, inserts)
-    hot_pool: asyncpg.Pool  #: batched finishes, with plans pinned to index lookups
+    #: the hot path's statements only (run inserts, batched finishes, start marks), with plans
+    #: pinned to index lookups; no session state, so connections go back without a reset
+    hot_pool: asyncpg.Pool
     redis: Redis
     queue: Queue
 
@@ -111,6 +113,7 @@ async def open_services(
             min_size=1,
             max_size=max(2, settings.pool_size // 2),
             server_settings=HOT_PATH_SETTINGS,
+            stateless=True,
         )
         stack.push_async_callback(hot_pool.close)
         redis = await open_redis(settings.redis_url)

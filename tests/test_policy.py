@@ -11,7 +11,7 @@ import pytest
 from host.backoff import after_failure, retry_delay
 from host.config import Settings, load_plugins_config
 from host.errors import ConfigError
-from host.ids import new_run_id
+from host.ids import new_run_id, new_run_id_text
 from host.policy import Backoff, Policy, merge_policy, parse_rate, policy_as_dict
 from host.states import ACTIVE_STATES, TERMINAL_STATES, RunState, can_transition
 
@@ -95,6 +95,13 @@ def test_run_ids_are_uuid7_and_sort_by_creation() -> None:
     assert [str(i) for i in ids] == sorted(str(i) for i in ids)
     assert len(set(ids)) == len(ids)
     assert isinstance(ids[0], uuid.UUID)
+
+
+def test_run_id_text_is_the_canonical_uuid7_in_the_same_sequence() -> None:
+    mixed = [new_run_id_text() if i % 2 else str(new_run_id()) for i in range(2000)]
+    assert all(str(uuid.UUID(t)) == t and uuid.UUID(t).version == 7 for t in mixed)
+    assert mixed == sorted(mixed)
+    assert len(set(mixed)) == len(mixed)
 
 
 def test_settings_from_environment_and_overrides() -> None:

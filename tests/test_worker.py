@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import time
 
+import asyncpg
 import orjson
 import pytest
 
@@ -139,6 +140,19 @@ async def test_idempotency_key_returns_the_existing_run(client: Client, services
         third = await client.enqueue("test.record", recorded(services), idempotency_key="order-7")
         assert third.id == first.id and third.state == "succeeded"
     assert len(await executions(services)) == 1
+
+
+async def test_a_run_id_inserted_twice_is_an_error_unless_the_run_is_keyed(
+    client: Client, services
+) -> None:
+    row, _ = client.prepare(RunRequest("noop", {}))
+    assert await run_store.insert_runs(services.hot_pool, [row]) == {row.id}
+    with pytest.raises(asyncpg.UniqueViolationError):  # fresh ids never repeat: say so loudly
+        await run_store.insert_runs(services.hot_pool, [row])
+    keyed, _ = client.prepare(RunRequest("noop", {}, idempotency_key="k-1"))
+    again, _ = client.prepare(RunRequest("noop", {}, idempotency_key="k-1"))
+    assert await run_store.insert_runs(services.hot_pool, [keyed]) == {keyed.id}
+    assert await run_store.insert_runs(services.hot_pool, [again, row]) == set()  # skipped
 
 
 async def test_priorities_order_execution_then_fifo(client: Client, services) -> None:

@@ -37,7 +37,32 @@ if TYPE_CHECKING:
     from bench.drain import Bench
 
 PEER_DB = 1  #: the Redis database the peers use (jobhost uses namespaces in database 0)
-SINGLE_RUNS = 3_000  #: jobs of the single-call enqueue measurement (no worker running)
+SINGLE_RUNS = 1_000  #: jobs of the single-call enqueue measurement (no worker running)
+
+
+def peer_runs(args: Any, name: str) -> int:
+    """Jobs per drain of a peer: --runs for BullMQ (the yardstick) and with --full; otherwise
+    --peer-runs for the Python peers, which drain 300 to 3,500 jobs/s: 20,000 jobs three
+    times each would take most of an hour."""
+    if args.full or name == "bullmq":
+        return int(args.runs)
+    return int(min(args.runs, args.peer_runs))
+
+
+def peer_paced_seconds(args: Any, name: str) -> float:
+    """Length of a peer's paced stream: --paced-seconds for BullMQ and with --full,
+    --peer-paced-seconds for the Python peers otherwise."""
+    if args.full or name == "bullmq":
+        return float(args.paced_seconds)
+    return float(min(args.paced_seconds, args.peer_paced_seconds))
+
+
+def peer_configs(args: Any, name: str) -> list[tuple[int, int]]:
+    """The W:C pairs a peer drains at: every --peer-configs pair for BullMQ and with --full,
+    the first one only for the Python peers otherwise."""
+    if args.full or name == "bullmq":
+        return list(args.peer_configs)
+    return list(args.peer_configs[:1])
 
 
 def peer(name: str) -> ModuleType:
@@ -179,14 +204,15 @@ class PeerBench:
 
     def producer(self, info: Peer, ctx: Ctx, mode: str, runs: int, log: Path) -> Child:
         a = self.bench.args
+        seconds = peer_paced_seconds(a, info.name)
         child = Child(f"{info.name}-producer", "bench.peers.producer", [], log)
         if info.name == "bullmq":
-            args = [ctx.redis_url, mode, str(runs), str(a.batch), str(a.rate), str(a.paced_seconds)]
+            args = [ctx.redis_url, mode, str(runs), str(a.batch), str(a.rate), str(seconds)]
         else:
             args = [
                 "--peer", info.name, "--redis-url", ctx.redis_url, "--database-url",
                 ctx.database_url, "--mode", mode, "--runs", str(runs), "--batch", str(a.batch),
-                "--rate", str(a.rate), "--seconds", str(a.paced_seconds),
+                "--rate", str(a.rate), "--seconds", str(seconds),
             ]  # fmt: skip
         child.argv = [*info.producer_argv, *args]
         return child
@@ -220,7 +246,7 @@ class PeerBench:
 
     async def drain(self, name: str, n_workers: int, concurrency: int, rep: int) -> None:
         info: Peer = peer(name).INFO
-        runs, b = self.bench.args.runs, self.bench
+        runs, b = peer_runs(self.bench.args, name), self.bench
         mode = "bulk" if info.bulk else "single"
         async with self.context(info) as (ctx, redis):
             workers = Workers(
@@ -302,7 +328,8 @@ class PeerBench:
     async def latency(self, name: str, rep: int) -> None:
         info: Peer = peer(name).INFO
         a, b = self.bench.args, self.bench
-        total = int(a.rate * a.paced_seconds)
+        seconds = peer_paced_seconds(a, name)
+        total = int(a.rate * seconds)
         async with self.context(info) as (ctx, redis):
             workers = Workers(info, 1, 10, ctx, WARMUP + total, self.log(name, "workers"))
             producer = self.producer(info, ctx, "paced", total, self.log(name, "producer"))
@@ -314,7 +341,7 @@ class PeerBench:
                 await self.warm_up(producer, redis, workers)
                 cpu0 = b.cpu({})
                 producer.send("go")
-                done = await producer.expect("done", timeout_s=a.paced_seconds * 3 + 60)
+                done = await producer.expect("done", timeout_s=seconds * 3 + 60)
                 await self.wait_end(redis, workers, total)
                 cpu1 = b.cpu({})
                 lat = sorted(float(v) * 1000 for v in await redis.lrange(LAT, 0, -1))
@@ -327,7 +354,7 @@ class PeerBench:
         from bench.drain import other_load
 
         row = {
-            "kind": "peer_latency", "system": name, "rate": a.rate, "seconds": a.paced_seconds,
+            "kind": "peer_latency", "system": name, "rate": a.rate, "seconds": seconds,
             "workers": 1, "concurrency": 10, "rep": rep, "measured": len(lat),
             "late_enqueues": done.get("late", 0),
             "p50_ms": report.percentile(lat, 50), "p90_ms": report.percentile(lat, 90),

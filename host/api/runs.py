@@ -36,8 +36,22 @@ async def create_run(request: web.Request) -> web.Response:
     req = _run_request(request, await body(request), "")
     client = Client(services(request), tenant=tenant(request))
     enqueued = await client.enqueue_many([req])
-    run = await client.get(enqueued[0].id)
+    run = None
+    if enqueued[0].created:  # one query, not three, while the run has not started yet
+        run = await run_store.get_run(
+            services(request).pool, enqueued[0].id, tenant(request), attempts=False
+        )
+    if run is None or not _unstarted(run):  # it has (attempts or progress may exist)
+        run = await client.get(enqueued[0].id)
     return json_response({**run, "created": enqueued[0].created}, 202)
+
+
+def _unstarted(run: dict[str, Any]) -> bool:
+    """A run PostgreSQL shows as not started: it has no attempt rows (one is only written with
+    the update that moves its run past attempt 0, or to a final state). A progress report can
+    exist only in the first moments of an attempt not yet marked running: leaving it out is
+    reading the run a moment earlier."""
+    return run["attempt"] == 0 and run["state"] in (RunState.QUEUED, RunState.SCHEDULED)
 
 
 async def create_batch(request: web.Request) -> web.Response:

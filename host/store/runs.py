@@ -27,7 +27,7 @@ class NewRun:
     id: str
     tenant_id: str
     type: str
-    payload_json: str  #: the payload, already encoded
+    payload_json: str | bytes  #: the payload, already encoded (spliced in, not decoded)
     priority: int
     max_attempts: int
     timeout_s: float
@@ -67,6 +67,10 @@ FROM json_to_recordset($1::json)
 ON CONFLICT DO NOTHING
 RETURNING id
 """
+
+#: The same for runs that cannot conflict (see insert_runs): no speculative insertion.
+_INSERT_FRESH = _INSERT.replace("ON CONFLICT DO NOTHING\n", "")
+assert _INSERT_FRESH != _INSERT
 
 _FINISH = f"""
 WITH f AS (
@@ -129,7 +133,12 @@ _RUN_COLUMNS = """id, tenant_id, type, job_id, state, payload, priority, attempt
 
 async def insert_runs(conn: asyncpg.Pool | asyncpg.Connection, runs: Sequence[NewRun]) -> set[str]:
     """Insert runs in one statement; returns the ids actually inserted (the rest conflicted on
-    their idempotency key or id)."""
+    their idempotency key or cron tick, or their id).
+
+    A batch where no run has an idempotency key or a cron tick cannot conflict (its ids are
+    fresh UUIDv7s): it goes in with a plain INSERT, without the speculative insertion that ON
+    CONFLICT costs (about a fifth of the statement's server CPU); an id that exists already is
+    then an error (UniqueViolation), not a silent skip."""
     if not runs:
         return set()
     batch = [
@@ -142,7 +151,9 @@ async def insert_runs(conn: asyncpg.Pool | asyncpg.Connection, runs: Sequence[Ne
         }
         for r in runs
     ]  # fmt: skip
-    rows = await conn.fetch(_INSERT, orjson.dumps(batch).decode())
+    may_conflict = any(r.idempotency_key is not None or r.scheduled_for for r in runs)
+    statement = _INSERT if may_conflict else _INSERT_FRESH
+    rows = await conn.fetch(statement, orjson.dumps(batch).decode())
     return {str(row["id"]) for row in rows}
 
 
@@ -348,9 +359,14 @@ async def prune_finished(
 
 
 async def get_run(
-    conn: asyncpg.Pool | asyncpg.Connection, run_id: str, tenant_id: str | None = None
+    conn: asyncpg.Pool | asyncpg.Connection,
+    run_id: str,
+    tenant_id: str | None = None,
+    *,
+    attempts: bool = True,
 ) -> dict[str, Any] | None:
-    """One run with its attempts, or None. With `tenant_id`, only that tenant's run."""
+    """One run with its attempts, or None. With `tenant_id`, only that tenant's run. Without
+    `attempts`, an empty list stands for them (a run just enqueued has none): one query."""
     try:
         key = uuid.UUID(run_id)
     except ValueError:
@@ -363,12 +379,15 @@ async def get_run(
     if row is None:
         return None
     run = run_record(row)
-    attempts = await conn.fetch(
+    if not attempts:
+        run["attempts"] = []
+        return run
+    history = await conn.fetch(
         """SELECT attempt, worker, started_at, finished_at, outcome, error, traceback
            FROM attempts WHERE run_id = $1 ORDER BY attempt""",
         key,
     )
-    run["attempts"] = [_jsonable(dict(a)) for a in attempts]
+    run["attempts"] = [_jsonable(dict(a)) for a in history]
     return run
 
 

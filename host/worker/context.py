@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 _log = logging.getLogger("jobhost.run")
 
@@ -17,6 +17,14 @@ class RunLog(logging.LoggerAdapter[logging.Logger]):
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         kwargs.setdefault("extra", {}).update(self.extra or {})
         return msg, kwargs
+
+
+class Deadline(Protocol):
+    """The attempt's timeout as a handler may push it back (asyncio.Timeout is one)."""
+
+    def when(self) -> float | None: ...
+
+    def reschedule(self, when: float | None) -> None: ...
 
 
 class RunContext:
@@ -44,7 +52,7 @@ class RunContext:
         *,
         extend: Callable[[str, float], Awaitable[None]] | None = None,
         progress: Callable[[str, Any], Awaitable[None]] | None = None,
-        timeout: asyncio.Timeout | None = None,
+        timeout: Deadline | None = None,
     ) -> None:
         self.run_id = run_id
         self.job_type = job_type

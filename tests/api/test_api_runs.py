@@ -45,6 +45,19 @@ async def test_idempotency_key_returns_the_existing_run(api: Api, admin: dict[st
     assert [r["id"] for r in listed["runs"]] == [first["id"]]
 
 
+async def test_enqueueing_a_finished_run_again_answers_it_with_its_attempts(
+    api: Api, admin: dict[str, str], services: Services
+) -> None:
+    body = {"type": "noop", "payload": {}, "idempotency_key": "order-43"}
+    first = await (await api.post("/api/v1/runs", json=body, headers=admin)).json()
+    assert first["created"] is True and first["attempts"] == []  # read back in one query
+    async with running_worker(services):
+        await Client(services, tenant="acme").wait(first["id"], 20)
+    second = await (await api.post("/api/v1/runs", json=body, headers=admin)).json()
+    assert second["created"] is False and second["state"] == "succeeded"
+    assert [(a["attempt"], a["outcome"]) for a in second["attempts"]] == [(1, "succeeded")]
+
+
 async def test_payload_errors_name_the_failing_path(api: Api, admin: dict[str, str]) -> None:
     r = await api.post("/api/v1/runs", json={"type": "test.strict", "payload": {}},
                        headers=admin)  # fmt: skip
