@@ -398,6 +398,17 @@ async def test_retention_prunes_the_inbound_log_and_replay_rows_by_scheme(
     assert await left("trigger_replays") == {n: ["d0", "d3"] for n in ids}
 
 
+def test_replay_retention_comes_from_the_environment_and_is_checked() -> None:
+    from host.config import Settings
+    from host.errors import ConfigError
+
+    env = {"JOBHOST_REPLAY_RETENTION_DAYS": "365"}
+    assert Settings.from_env(env).replay_retention_days == 365.0
+    assert Settings.from_env({}).replay_retention_days == 0.0  # kept by default
+    with pytest.raises(ConfigError, match="retention days"):
+        Settings.from_env({"JOBHOST_REPLAY_RETENTION_DAYS": "-1"})
+
+
 async def test_due_runs_show_as_queued_in_postgres(services: Services) -> None:
     client = Client(services)
     soon = (await client.enqueue("noop", {}, delay_s=0.05)).id
