@@ -37,6 +37,9 @@ class Settings:
     sweep_age_s: float = 5.0  #: a run must be this old before the sweep re-enqueues it
     retention_days: float = 30.0  #: finished runs older than this are pruned; 0 keeps them
     dead_retention_days: float = 90.0  #: the same for dead runs (the dead letters); 0 keeps
+    #: replay rows of inbound triggers whose scheme signs no timestamp (GitHub, plain HMAC)
+    #: older than this are pruned; 0 keeps them (a captured delivery could otherwise run again)
+    replay_retention_days: float = 0.0
     lease_s: float = 30.0  #: visibility timeout; workers extend it every lease_s / 3
     reap_interval_s: float = 2.0  #: how often a worker recovers expired leases
     shutdown_grace_s: float = 30.0  #: how long a stopping worker lets running handlers finish
@@ -84,7 +87,7 @@ class Settings:
         if not 0.05 <= self.scheduler_tick_s <= self.leader_lease_s / 2:
             raise ConfigError("scheduler_tick_s must be in [0.05, leader_lease_s / 2]")
         if min(self.misfire_grace_s, self.sweep_age_s, self.retention_days) < 0 or (
-            self.dead_retention_days < 0
+            min(self.dead_retention_days, self.replay_retention_days) < 0
         ):
             raise ConfigError("misfire_grace_s, sweep_age_s and the retention days must be >= 0")
         if self.sweep_interval_s <= 0:

@@ -10,8 +10,10 @@ from typing import Any
 
 import orjson
 
-#: Record attributes copied into JSON lines when present (set by the worker's run logger).
-_CONTEXT_FIELDS = ("run_id", "job_type", "attempt", "worker")
+#: Record attributes copied into JSON lines when present (set by the worker's run logger, and
+#: by the notifier's notice when it disables a subscription).
+_CONTEXT_FIELDS = ("run_id", "job_type", "attempt", "worker", "subscription_id", "subscription",
+                   "tenant", "disabled_reason", "times_disabled")  # fmt: skip
 
 
 class JsonFormatter(logging.Formatter):

@@ -8,15 +8,22 @@ touched, so the suite can run against shared servers.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default as default_policy
 from pathlib import Path
+from typing import Any, ClassVar
 
 import asyncpg
 import pytest
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from redis.asyncio import Redis
 
 from host.config import Settings, load_plugins_config
@@ -206,3 +213,55 @@ def worker_env(settings: Settings, tmp_path: Path) -> dict[str, str]:
         "JOBHOST_SHUTDOWN_GRACE_S": "2",
         "ROOT": str(ROOT),
     }
+
+
+# -- a real SMTP server's handler (aiosmtpd), shared by the email tests -----------------------
+
+
+@dataclass
+class FaultHandler:
+    """aiosmtpd handler: records each message; `mode` picks how the next conversation fails."""
+
+    slow_s: ClassVar[float] = 1.0  #: how long the "slow" mode holds the answer to DATA
+    mode: str = "accept"  #: accept, tempfail421, tempfail451, permfail, slow, drop
+    refuse: set[str] = field(default_factory=set)  #: recipients answered with 550
+    received: list[tuple[Envelope, EmailMessage]] = field(default_factory=list)
+    logins: list[str] = field(default_factory=list)
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
+    ) -> str:
+        if self.mode == "tempfail421":
+            return "421 4.3.2 service shutting down, try later"
+        envelope.mail_from = address
+        return "250 OK"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
+    ) -> str:
+        if self.mode == "permfail" or address in self.refuse:
+            return "550 5.1.1 no such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.mode == "tempfail451":
+            return "451 4.3.0 local problem, try later"
+        if self.mode == "slow":
+            await asyncio.sleep(self.slow_s)
+        assert isinstance(envelope.content, bytes)
+        parsed = message_from_bytes(envelope.content, policy=default_policy)
+        assert isinstance(parsed, EmailMessage)
+        self.received.append((envelope, parsed))
+        if self.mode == "drop":  # the message got in, but the 250 never goes out
+            assert server.transport is not None
+            server.transport.abort()
+        return "250 2.0.0 queued"
+
+    def authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        ok = isinstance(data, LoginPassword) and (data.login, data.password) == (b"u", b"pw")
+        if ok:
+            self.logins.append(data.login.decode())
+        return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535

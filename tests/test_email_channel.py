@@ -1,4 +1,5 @@
-"""The email channel against a real SMTP server (aiosmtpd on loopback) with fault modes.
+"""The email channel against a real SMTP server (aiosmtpd on loopback) with fault modes
+(tests/conftest.py FaultHandler).
 
 One module-scoped server per flavour (plain, STARTTLS with login, implicit TLS); each test sets
 the plain server's fault mode. TLS certificates come from a throwaway CA made by trustme.
@@ -6,85 +7,25 @@ the plain server's fault mode. TLS certificates come from a throwaway CA made by
 
 from __future__ import annotations
 
-import asyncio
-import socket
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from email import message_from_bytes
-from email.message import EmailMessage
-from email.policy import default as default_policy
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import trustme
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from host.config import Settings
+from host.embedded import free_port
 from host.errors import ConfigError, ValidationFailed
 from host.registry import build_plugin_manager
+from tests.conftest import FaultHandler
 from webhooks.outbound import email as email_module
 from webhooks.outbound.channel import Channel, Delivery
 from webhooks.outbound.email import EmailChannel
 
-SLOW_S = 1.0  #: how long the "slow" mode holds the answer to DATA
-SHORT_TIMEOUT_S = 0.3  #: the client timeout of the slow test, well under SLOW_S
-
-
-@dataclass
-class FaultHandler:
-    """aiosmtpd handler: records each message; `mode` picks how the next conversation fails."""
-
-    mode: str = "accept"  #: accept, tempfail421, tempfail451, permfail, slow, drop
-    refuse: set[str] = field(default_factory=set)  #: recipients answered with 550
-    received: list[tuple[Envelope, EmailMessage]] = field(default_factory=list)
-    logins: list[str] = field(default_factory=list)
-
-    async def handle_MAIL(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
-    ) -> str:
-        if self.mode == "tempfail421":
-            return "421 4.3.2 service shutting down, try later"
-        envelope.mail_from = address
-        return "250 OK"
-
-    async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
-    ) -> str:
-        if self.mode == "permfail" or address in self.refuse:
-            return "550 5.1.1 no such user"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        if self.mode == "tempfail451":
-            return "451 4.3.0 local problem, try later"
-        if self.mode == "slow":
-            await asyncio.sleep(SLOW_S)
-        assert isinstance(envelope.content, bytes)
-        parsed = message_from_bytes(envelope.content, policy=default_policy)
-        assert isinstance(parsed, EmailMessage)
-        self.received.append((envelope, parsed))
-        if self.mode == "drop":  # the message got in, but the 250 never goes out
-            assert server.transport is not None
-            server.transport.abort()
-        return "250 2.0.0 queued"
-
-    def authenticate(
-        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
-    ) -> AuthResult:
-        ok = isinstance(data, LoginPassword) and (data.login, data.password) == (b"u", b"pw")
-        if ok:
-            self.logins.append(data.login.decode())
-        return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+SHORT_TIMEOUT_S = 0.3  #: the client timeout of the slow test, well under FaultHandler.slow_s
 
 
 @dataclass
@@ -107,7 +48,7 @@ def servers() -> Iterator[Servers]:
     client_tls = ssl.create_default_context()
     ca.configure_trust(client_tls)
     handlers = [FaultHandler(), FaultHandler(), FaultHandler()]
-    ports = [_free_port() for _ in handlers]
+    ports = [free_port() for _ in handlers]
     common = {"hostname": "127.0.0.1", "server_hostname": "localhost"}
     controllers = [
         Controller(handlers[0], port=ports[0], **common),
@@ -410,7 +351,7 @@ async def test_a_slow_server_times_out_and_is_retried(smtp: Servers) -> None:
 
 
 async def test_a_server_not_listening_is_retried() -> None:
-    result = await channel(_free_port()).send([delivery()])
+    result = await channel(free_port()).send([delivery()])
     assert (result.ok, result.retry, result.status) == (False, True, "refused"), result
 
 

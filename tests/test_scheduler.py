@@ -348,6 +348,67 @@ async def test_dead_letters_are_kept_longer_than_other_finished_runs(services: S
     assert await run_store.count_by_state(services.pool) == {"dead": 2}
 
 
+async def test_retention_prunes_the_inbound_log_and_replay_rows_by_scheme(
+    services: Services,
+) -> None:
+    """The delivery log goes after retention_days; replay rows of timestamped schemes too, but
+    not before 7 days; those of schemes without a timestamp only with replay_retention_days."""
+    import uuid
+
+    from host.scheduler import retention
+    from host.store import triggers as trigger_store
+
+    pool, ns, term = services.pool, services.settings.namespace, Term("me", 1)
+    schemes = {"standard": {}, "stripe": {}, "github": {}, "hmac": {},
+               "hmac-ts": {"timestamp_header": "X-Ts"}}  # fmt: skip
+    ids = {}
+    for name, options in schemes.items():
+        t = await trigger_store.create(pool, "default", {
+            "name": name, "scheme": name.removesuffix("-ts"), "type": "noop", "tolerance_s": 300,
+            "max_body_bytes": 1000, "options": options,
+        }, ["s3cret"])  # fmt: skip
+        ids[name] = t.id
+        for age_days in (40, 3, 0):
+            async with pool.acquire() as conn, conn.transaction():
+                await trigger_store.claim_delivery(conn, t.id, f"d{age_days}", str(uuid.uuid4()))
+            await trigger_store.record(pool, trigger_store.Delivery(
+                t, "accepted", "accepted", 202, f"d{age_days}"))  # fmt: skip
+            for table in ("trigger_replays", "trigger_deliveries"):
+                await pool.execute(
+                    f"""UPDATE {table} SET received_at = now() - make_interval(days => $3)
+                        WHERE trigger_id = $1 AND delivery_id = $2""",
+                    t.id, f"d{age_days}", age_days,
+                )  # fmt: skip
+
+    async def left(table: str) -> dict[str, list[str]]:
+        rows = await pool.fetch(f"SELECT trigger_id, delivery_id FROM {table} ORDER BY 2")
+        return {n: [r["delivery_id"] for r in rows if str(r["trigger_id"]) == i]
+                for n, i in ids.items()}  # fmt: skip
+
+    everything = {n: ["d0", "d3", "d40"] for n in ids}
+    assert await retention.prune(pool, ns, term, 0, replay_retention_days=0) == 0
+    assert await left("trigger_deliveries") == await left("trigger_replays") == everything
+    await retention.prune(pool, ns, term, 1, batch=2)  # batches of 2: several transactions
+    assert await left("trigger_deliveries") == {n: ["d0"] for n in ids}
+    timed = {"standard", "stripe", "hmac-ts"}
+    assert await left("trigger_replays") == {
+        n: ["d0", "d3"] if n in timed else ["d0", "d3", "d40"] for n in ids
+    }  # the 3-day rows stay: senders retry the same id for days
+    await retention.prune(pool, ns, term, 1, replay_retention_days=30)
+    assert await left("trigger_replays") == {n: ["d0", "d3"] for n in ids}
+
+
+def test_replay_retention_comes_from_the_environment_and_is_checked() -> None:
+    from host.config import Settings
+    from host.errors import ConfigError
+
+    env = {"JOBHOST_REPLAY_RETENTION_DAYS": "365"}
+    assert Settings.from_env(env).replay_retention_days == 365.0
+    assert Settings.from_env({}).replay_retention_days == 0.0  # kept by default
+    with pytest.raises(ConfigError, match="retention days"):
+        Settings.from_env({"JOBHOST_REPLAY_RETENTION_DAYS": "-1"})
+
+
 async def test_due_runs_show_as_queued_in_postgres(services: Services) -> None:
     client = Client(services)
     soon = (await client.enqueue("noop", {}, delay_s=0.05)).id

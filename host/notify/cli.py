@@ -144,7 +144,9 @@ async def _job_ids(services: Services, tenant: str, names: list[str]) -> list[st
 
 
 def _line(sub: dict[str, Any]) -> str:
-    state = "enabled" if sub["enabled"] else f"disabled ({sub['disabled_reason']})"
+    state = "enabled" if sub["enabled"] else f"DISABLED ({sub['disabled_reason']})"
+    if sub.get("times_disabled"):
+        state += f"  disabled {sub['times_disabled']}x"
     counts = sub.get("counts") or {}
     return (
         f"{sub['id']}  {sub['name']:<20} {sub['channel']:<8} {','.join(sub['events'])}  {state}"

@@ -29,7 +29,7 @@ import asyncpg
 
 from host.notify import store
 from host.notify.channels import close_channels, load_channels
-from host.notify.store import Claimed, Outcome
+from host.notify.store import Claimed, Disabled, Outcome
 from host.notify.subscriptions import sync_config
 from host.services import Services
 from host.store.db import connect
@@ -48,6 +48,7 @@ class NotifierStats:
     retried: int = 0
     failed: int = 0
     lost_claims: int = 0  #: results not recorded because another notifier took the claim
+    disabled: int = 0  #: subscriptions this notifier disabled (410 Gone or a failure streak)
 
 
 def next_delay(
@@ -206,7 +207,7 @@ class Notifier:
             outcome = self._outcome(c, result, delay)
             try:
                 async with self.services.pool.acquire() as conn:
-                    kept = await store.record_attempt(
+                    kept, disabled = await store.record_attempt(
                         conn, c, outcome, notifier=self.id,
                         disable_after=self.settings.notify_disable_after,
                     )  # fmt: skip
@@ -214,6 +215,8 @@ class Notifier:
                 log.warning("recording delivery %s failed: %s (it is sent again after its "
                             "lease)", c.id, exc)  # fmt: skip
                 continue
+            if disabled is not None:
+                self._disabled(disabled)
             if not kept:
                 self.stats.lost_claims += 1
             elif outcome.state == "succeeded":
@@ -222,6 +225,19 @@ class Notifier:
                 self.stats.failed += 1
             else:
                 self.stats.retried += 1
+
+    def _disabled(self, d: Disabled) -> None:
+        """The owner notice (fault matrix O2): one WARNING line with who and why, besides the
+        subscription's disabled_reason, disabled_at and times_disabled."""
+        self.stats.disabled += 1
+        log.warning(
+            "subscription %s (%s) of tenant %s disabled: %s; re-enable it with `jobhost "
+            "subscriptions enable %s` once the destination is fixed",
+            d.name, d.subscription_id, d.tenant_id, d.reason, d.subscription_id,
+            extra={"subscription_id": d.subscription_id, "subscription": d.name,
+                   "tenant": d.tenant_id, "disabled_reason": d.reason,
+                   "times_disabled": d.times_disabled},
+        )  # fmt: skip
 
     def _outcome(self, c: Claimed, result: SendResult, delay: float | None) -> Outcome:
         common: dict[str, Any] = {"status": result.status, "excerpt": result.response_excerpt,

@@ -22,8 +22,8 @@ from host.notify.outbox import BODY
 Conn: TypeAlias = asyncpg.Pool | asyncpg.Connection
 
 _SUB_COLUMNS = """s.id, s.tenant_id, s.name, s.events, s.job_types, s.job_ids, s.channel,
-    s.destination, s.enabled, s.disabled_reason, s.failure_streak, s.source, s.created_at,
-    s.updated_at"""
+    s.destination, s.enabled, s.disabled_reason, s.failure_streak, s.disabled_at,
+    s.times_disabled, s.source, s.created_at, s.updated_at"""
 
 _COUNTS = """(SELECT jsonb_build_object(
         'pending', count(*) FILTER (WHERE d.state = 'pending'),
@@ -152,8 +152,9 @@ async def update_subscription(
             sets.append(f"{name} = ${len(args)}{cast}")
     if "enabled" in changes:
         if changes["enabled"]:
-            sets += ["disabled_reason = NULL", "failure_streak = 0"]
+            sets += ["disabled_reason = NULL", "failure_streak = 0", "disabled_at = NULL"]
         else:
+            sets.append("disabled_at = CASE WHEN s.enabled THEN now() ELSE s.disabled_at END")
             args.append(changes.get("disabled_reason"))
             sets.append(f"disabled_reason = coalesce(${len(args)}, 'disabled by hand')")
     try:
@@ -460,6 +461,17 @@ class Outcome:
     disable_reason: str | None  #: disable the subscription now (410)
 
 
+@dataclass(frozen=True, slots=True)
+class Disabled:
+    """A subscription the attempt just disabled, for the owner notice."""
+
+    subscription_id: str
+    tenant_id: str
+    name: str
+    reason: str
+    times_disabled: int
+
+
 async def record_attempt(
     conn: asyncpg.Connection,
     claimed: Claimed,
@@ -467,10 +479,11 @@ async def record_attempt(
     *,
     notifier: str,
     disable_after: int,
-) -> bool:
+) -> tuple[bool, Disabled | None]:
     """Record one attempt and move the delivery on, fenced by the claim's token; then the
     subscription's failure streak (disabling it after `disable_after` failed deliveries in a
-    row, 0: never). Returns False when the claim was lost (nothing written)."""
+    row, 0: never). Returns whether the claim was still held (False: nothing written) and the
+    subscription if this attempt disabled it."""
     async with conn.transaction():
         attempt = await conn.fetchval(
             """UPDATE deliveries
@@ -483,7 +496,7 @@ async def record_attempt(
             claimed.id, claimed.token, outcome.state, outcome.next_in_s, outcome.error,
         )  # fmt: skip
         if attempt is None:
-            return False
+            return False, None
         await conn.execute(
             """INSERT INTO delivery_attempts (delivery_id, attempt, ok, status, latency_ms,
                    error, response_excerpt, notifier)
@@ -492,41 +505,49 @@ async def record_attempt(
             claimed.id, attempt, outcome.ok, outcome.status, outcome.latency_ms,
             outcome.error, outcome.excerpt, notifier,
         )  # fmt: skip
-        await _streak(conn, claimed.subscription_id, outcome, disable_after)
-    return True
+        return True, await _streak(conn, claimed.subscription_id, outcome, disable_after)
+
+
+#: One more failed delivery in a row; disables an enabled subscription when $2 (the reason)
+#: is not NULL. `disabled_now`: this statement disabled it.
+_STREAK = """WITH old AS (SELECT id, enabled FROM subscriptions WHERE id = $1::uuid FOR UPDATE)
+    UPDATE subscriptions s
+    SET failure_streak = s.failure_streak + 1,
+        enabled = s.enabled AND $2::text IS NULL,
+        disabled_reason = CASE WHEN s.enabled AND $2::text IS NOT NULL THEN $2
+                               ELSE s.disabled_reason END,
+        disabled_at = CASE WHEN s.enabled AND $2::text IS NOT NULL THEN now()
+                           ELSE s.disabled_at END,
+        times_disabled = s.times_disabled
+                         + CASE WHEN s.enabled AND $2::text IS NOT NULL THEN 1 ELSE 0 END,
+        updated_at = now()
+    FROM old WHERE s.id = old.id
+    RETURNING old.enabled AND NOT s.enabled AS disabled_now, s.tenant_id, s.name,
+              s.disabled_reason, s.times_disabled"""
 
 
 async def _streak(
     conn: asyncpg.Connection, sub_id: str, outcome: Outcome, disable_after: int
-) -> None:
+) -> Disabled | None:
     if outcome.ok:
         await conn.execute(
             "UPDATE subscriptions SET failure_streak = 0"
             " WHERE id = $1::uuid AND failure_streak > 0",
             sub_id,
         )
-        return
-    if outcome.disable_reason:
-        await conn.execute(
-            """UPDATE subscriptions SET enabled = false, disabled_reason = $2,
-                   failure_streak = failure_streak + 1, updated_at = now()
-               WHERE id = $1::uuid""",
-            sub_id,
-            outcome.disable_reason,
+        return None
+    reason = outcome.disable_reason
+    if reason is None:
+        if outcome.state != "failed":
+            return None
+        streak = await conn.fetchval(
+            "SELECT failure_streak + 1 FROM subscriptions WHERE id = $1::uuid FOR UPDATE", sub_id
         )
-        return
-    if outcome.state != "failed":
-        return
-    await conn.execute(
-        """UPDATE subscriptions
-           SET failure_streak = failure_streak + 1,
-               enabled = CASE WHEN $2 > 0 AND failure_streak + 1 >= $2 THEN false ELSE enabled END,
-               disabled_reason = CASE WHEN $2 > 0 AND failure_streak + 1 >= $2
-                   THEN (failure_streak + 1) || ' deliveries failed in a row; last: ' || $3
-                   ELSE disabled_reason END,
-               updated_at = now()
-           WHERE id = $1::uuid""",
-        sub_id,
-        disable_after,
-        outcome.error or outcome.status or "failed",
-    )
+        if streak is not None and 0 < disable_after <= streak:
+            last = outcome.error or outcome.status or "failed"
+            reason = f"{streak} deliveries failed in a row; last: {last}"
+    row = await conn.fetchrow(_STREAK, sub_id, reason)
+    if row is None or not row["disabled_now"]:
+        return None
+    return Disabled(sub_id, row["tenant_id"], row["name"], row["disabled_reason"],
+                    row["times_disabled"])  # fmt: skip

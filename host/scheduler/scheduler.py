@@ -177,6 +177,7 @@ class Scheduler:
                 term,
                 self.settings.retention_days,
                 dead_retention_days=self.settings.dead_retention_days,
+                replay_retention_days=self.settings.replay_retention_days,
             )
         return await self._sleep_for()
 

@@ -285,3 +285,44 @@ async def deliveries(
          "run_id": str(r["run_id"]) if r["run_id"] else None}
         for r in rows
     ]  # fmt: skip
+
+
+# -- retention (host/scheduler/retention.py) ----------------------------------------------------
+
+#: The schemes whose signature covers a timestamp checked against the tolerance: a replay of an
+#: old delivery is refused as stale whatever the replay table holds.
+_TIMED = """(t.scheme IN ('standard', 'stripe')
+             OR (t.scheme = 'hmac' AND coalesce(t.options->>'timestamp_header', '') <> ''))"""
+
+
+async def prune_deliveries(conn: Conn, older_than_s: float, limit: int) -> int:
+    """Delete up to `limit` rows of the inbound delivery log received more than `older_than_s`
+    ago; returns how many."""
+    deleted: int = await conn.fetchval(
+        """WITH gone AS (
+               DELETE FROM trigger_deliveries WHERE id IN (
+                   SELECT id FROM trigger_deliveries
+                   WHERE received_at < now() - make_interval(secs => $1) LIMIT $2)
+               RETURNING 1)
+           SELECT count(*) FROM gone""",
+        older_than_s, limit,
+    )  # fmt: skip
+    return deleted
+
+
+async def prune_replays(conn: Conn, older_than_s: float, limit: int, *, timed: bool) -> int:
+    """Delete up to `limit` replay rows older than `older_than_s` of triggers whose scheme
+    signs a timestamp (`timed`) or of those whose scheme does not; returns how many."""
+    deleted: int = await conn.fetchval(
+        f"""WITH gone AS (
+               DELETE FROM trigger_replays WHERE (trigger_id, delivery_id) IN (
+                   SELECT r.trigger_id, r.delivery_id
+                   FROM trigger_replays r JOIN triggers t ON t.id = r.trigger_id
+                   WHERE r.received_at < now() - make_interval(secs => $1)
+                     AND {_TIMED} = $3
+                   LIMIT $2)
+               RETURNING 1)
+           SELECT count(*) FROM gone""",
+        older_than_s, limit, timed,
+    )  # fmt: skip
+    return deleted

@@ -74,8 +74,12 @@ async def test_disable_enable_rotate_and_delete(api: Api, admin: dict[str, str])
     one = f"{SUBS}/{sub['id']}"
     off = await (await api.patch(one, json={"enabled": False}, headers=admin)).json()
     assert not off["enabled"] and off["disabled_reason"] == "disabled by hand"
+    assert off["disabled_at"] is not None and off["times_disabled"] == 0  # counts the notifier's
+    again = await (await api.patch(one, json={"enabled": False}, headers=admin)).json()
+    assert again["disabled_at"] == off["disabled_at"]  # since when, not the last PATCH
     on = await (await api.patch(one, json={"enabled": True}, headers=admin)).json()
     assert on["enabled"] and on["disabled_reason"] is None and on["failure_streak"] == 0
+    assert on["disabled_at"] is None
     secret = "whsec_" + "A" * 44
     rotated = await (await api.patch(one, json={"secret": secret}, headers=admin)).json()
     assert rotated["secret"] == secret

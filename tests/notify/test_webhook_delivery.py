@@ -3,15 +3,19 @@ change, the notifier signs and sends, a loopback receiver verifies with `standar
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
+import logging
 from typing import Any
 
+import pytest
 from aiohttp import web
 from standardwebhooks import Webhook
 
 from host.client import Client
 from host.notify import store
+from host.notify.cli import cmd_list
 from host.services import Services
 from tests.helpers import running_worker, wait_until
 from tests.notify.conftest import (
@@ -183,6 +187,7 @@ async def test_exhausted_delivery_fails_streak_disables_reenable_and_redeliver(
         current = await store.get_subscription(services.pool, "default", sub["id"])
         assert not current["enabled"]
         assert "2 deliveries failed in a row" in current["disabled_reason"]
+        assert current["times_disabled"] == 1 and current["disabled_at"] is not None
         third = await client.enqueue("noop", {})
         await client.wait(third.id, 20)
         assert len(await deliveries(services, sub["id"])) == 2  # disabled: no new deliveries
@@ -203,14 +208,20 @@ async def test_exhausted_delivery_fails_streak_disables_reenable_and_redeliver(
     assert ids.count(again["event_id"]) == 5  # the same event id on every try
     current = await store.get_subscription(services.pool, "default", sub["id"])
     assert current["enabled"] and current["failure_streak"] == 0
+    assert current["disabled_at"] is None and current["times_disabled"] == 1  # the history stays
 
 
-async def test_gone_disables_and_retry_after_is_honoured(
-    services: Services, channels: dict[str, Channel], receiver: Receiver
+async def test_gone_disables_with_an_owner_notice_and_retry_after_is_honoured(
+    services: Services,
+    channels: dict[str, Channel],
+    receiver: Receiver,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     gone = await subscribe(
         services,
         channels,
+        name="team-a-hook",
         events=["run.succeeded"],
         destination={"url": receiver.on("/gone", statuses(410))},
     )
@@ -231,6 +242,18 @@ async def test_gone_disables_and_retry_after_is_honoured(
         await wait_until(settled)
     sub = await store.get_subscription(services.pool, "default", gone["id"])
     assert not sub["enabled"] and "410" in sub["disabled_reason"]
+    assert sub["times_disabled"] == 1 and sub["disabled_at"] is not None
+    [notice] = [r for r in caplog.records if getattr(r, "subscription_id", None) == gone["id"]]
+    assert notice.levelno == logging.WARNING and notice.name == "jobhost.notifier"
+    assert notice.__dict__["subscription"] == "team-a-hook" and "410" in notice.getMessage()
+    assert "disabled" in notice.getMessage() and notice.__dict__["tenant"] == "default"
+    capsys.readouterr()
+    await cmd_list(argparse.Namespace(json=False), services.settings)
+    listed = capsys.readouterr().out.splitlines()
+    [line] = [x for x in listed if x.startswith(gone["id"])]
+    assert "DISABLED (the destination asked to stop" in line and "disabled 1x" in line
+    [busy_line] = [x for x in listed if x.startswith(busy["id"])]
+    assert "enabled" in busy_line and "DISABLED" not in busy_line
     assert len(receiver.at("/gone")) == 1  # no retry after 410
     hits = receiver.at("/busy")
     assert len(hits) == 2 and hits[1].at - hits[0].at >= 0.95  # waited Retry-After, not 0.3 s
