@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import hashlib
 import inspect
 import time
 from datetime import UTC, datetime
@@ -150,3 +151,36 @@ def test_mapping_pointers_and_templates() -> None:
     ]
     assert mapping.check_template({"x": "{{ not a pointer }}"})[0].path == "/mapping/x"
     assert mapping.check_template({"x": "{{/ok}}"}) == []
+
+
+def test_replay_keys_are_signed_whatever_id_the_sender_claims() -> None:
+    """The delivery id is what the sender says (kept for the log); the replay key is covered by
+    the signature: the signed id where the scheme signs one, else the signed content's hash."""
+    gh = [verify("github", check(GITHUB_SECRET), {"X-Hub-Signature-256": GITHUB_SIGNATURE,
+                 "X-GitHub-Delivery": d}, GITHUB_PAYLOAD) for d in ("d-1", "d-2")]  # fmt: skip
+    assert [g.delivery_id for g in gh] == ["d-1", "d-2"]
+    assert gh[0].replay_key == gh[1].replay_key == "sha256:" + hashlib.sha256(
+        GITHUB_PAYLOAD).hexdigest()  # fmt: skip
+    with_ts = check(HMAC_SECRET, now=HMAC_TS + 10, header="X-Sig", encoding="base64",
+                    timestamp_header="X-Ts", id_header="X-Id")  # fmt: skip
+    keys = {
+        verify("hmac", with_ts, {"X-Sig": HMAC_B64_WITH_TS, "X-Ts": str(HMAC_TS), "X-Id": i},
+               HMAC_BODY).replay_key
+        for i in ("gen-1", "gen-2")
+    }  # fmt: skip
+    signed = f"{HMAC_TS}.".encode() + HMAC_BODY
+    assert keys == {"sha256:" + hashlib.sha256(signed).hexdigest()}  # the timestamp is signed
+    plain = verify("hmac", check(HMAC_SECRET, header="X-Sig", prefix="sha256=", id_header="X-Id"),
+                   {"X-Sig": "sha256=" + HMAC_HEX, "X-Id": "a"}, HMAC_BODY)  # fmt: skip
+    assert (plain.delivery_id, plain.replay_key) == (
+        "a", "sha256:" + hashlib.sha256(HMAC_BODY).hexdigest())  # fmt: skip
+    now = datetime.now(UTC)  # Standard Webhooks signs its id: it is the key
+    body = "{}"
+    sig = standardwebhooks.Webhook(STANDARD_SECRET).sign("msg_9", now, body)
+    headers = {"webhook-id": "msg_9", "webhook-timestamp": str(int(now.timestamp())),
+               "webhook-signature": sig}  # fmt: skip
+    assert verify("standard", check(STANDARD_SECRET), headers, body.encode()).replay_key == "msg_9"
+    stripe_body = '{"id":"evt_9"}'  # Stripe signs the body, hence the event id in it
+    header = stripe.WebhookSignature.generate_signature_header(stripe_body, "whsec_s")
+    got = verify("stripe", check("whsec_s"), {"Stripe-Signature": header}, stripe_body.encode())
+    assert got.replay_key == got.delivery_id == "evt_9"

@@ -3,13 +3,16 @@
 In order: the trigger (404 when unknown or disabled), the body limit before reading it all
 (413), the signature and timestamp per scheme with every active secret (401, one message
 whatever failed), the trigger's token bucket in Redis (429 with Retry-After), the event as JSON
-(400), the mapping and the job type's schema (422 naming the path). Then, in one PostgreSQL
-transaction, the delivery id is claimed in the replay table and the run inserted: a delivery id
-seen before answers 202 with the earlier run and queues nothing. The run reaches Redis after the
-commit (a crash in between leaves a queued row that reconciliation enqueues).
+(400, also when nested deeper than MAX_DEPTH), the mapping and the job type's schema (422
+naming the path). Then, in one PostgreSQL transaction, the replay key (signed: see
+webhooks.inbound.schemes) is claimed in the replay table and the run inserted: a key seen before
+answers 202 with the earlier run and queues nothing. The run reaches Redis after the commit (a
+crash in between leaves a queued row that reconciliation enqueues).
 
-Every delivery to a known trigger is recorded with its outcome and the precise reason, which
-the caller is not told.
+Every delivery to a known trigger is recorded with its outcome, the sender's delivery id and
+the precise reason, which the caller is not told; refusals only up to the trigger's refusal log
+bucket (webhooks.inbound.ratelimit), beyond which they are counted, so unsigned requests cannot
+grow the log without limit.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from aiohttp import web
 
 from host.api.errors import error_response
 from host.api.routes import Route, json_response, services
-from host.api.validation import check_payload, nul_paths
+from host.api.validation import MAX_DEPTH, check_payload, nul_paths, too_deep
 from host.client import Client, RunRequest
 from host.errors import FieldError, NotFound, ValidationFailed
 from host.services import Services
@@ -77,10 +80,11 @@ async def receive(request: web.Request) -> web.Response:
     try:
         return await _accept(request, svc, trigger)
     except Refusal as refusal:
-        await store.record(svc.pool, Delivery(
-            trigger, "rejected", refusal.reason, refusal.status, refusal.delivery_id,
-            detail=refusal.detail,
-        ))  # fmt: skip
+        if await request.app[HOOK_BUCKETS].may_log_refusal(trigger.id):
+            await store.record(svc.pool, Delivery(
+                trigger, "rejected", refusal.reason, refusal.status, refusal.delivery_id,
+                detail=refusal.detail,
+            ))  # fmt: skip
         return refusal.response()
 
 
@@ -94,15 +98,17 @@ async def _accept(request: web.Request, svc: Services, trigger: Trigger) -> web.
         verified = verify(trigger.scheme, check, request.headers, body)
     except Rejected as exc:
         raise Refusal(exc.reason, 401, "unauthorized", _UNVERIFIED, detail=exc.detail) from None
-    delivery_id = verified.delivery_id or "sha256:" + hashlib.sha256(body).hexdigest()
-    if len(delivery_id) > 200:  # keep the replay key small; the hash is as unique
-        delivery_id = "sha256:" + hashlib.sha256(delivery_id.encode()).hexdigest()
+    replay_key = _short(verified.replay_key)
+    delivery_id = _short(verified.delivery_id or verified.replay_key)  # the sender's, for the log
     await _take_token(request, trigger, delivery_id)
     try:
         event = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise Refusal("malformed", 400, "bad_request", "the body is not valid JSON",
                       detail=str(exc), delivery_id=delivery_id) from None  # fmt: skip
+    if too_deep(event, body):  # orjson cannot serialise the run beyond 254 levels
+        nested = f"the body is nested deeper than {MAX_DEPTH} levels"
+        raise Refusal("malformed", 400, "bad_request", nested, delivery_id=delivery_id)
     paths = sorted(nul_paths(event, "")) if b"\\u0000" in body else []
     if paths:  # PostgreSQL cannot store NUL in jsonb
         raise Refusal("invalid_payload", 422, "validation_failed",
@@ -110,7 +116,13 @@ async def _accept(request: web.Request, svc: Services, trigger: Trigger) -> web.
                       detail=f"NUL at {', '.join(paths[:5])}", delivery_id=delivery_id,
                       details=[FieldError(p, "contains NUL") for p in paths])  # fmt: skip
     req = await _run_request(svc, trigger, event, delivery_id)
-    return await _enqueue(svc, trigger, req, delivery_id)
+    return await _enqueue(svc, trigger, req, delivery_id, replay_key)
+
+
+def _short(key: str) -> str:
+    """`key`, or its hash when over 200 characters: the log and replay table stay small, and
+    the hash is as unique."""
+    return key if len(key) <= 200 else "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
 async def _read(request: web.Request, limit: int) -> bytes:
@@ -174,11 +186,11 @@ async def _run_request(svc: Services, trigger: Trigger, event: Any, delivery_id:
 
 
 async def _enqueue(
-    svc: Services, trigger: Trigger, req: RunRequest, delivery_id: str
+    svc: Services, trigger: Trigger, req: RunRequest, delivery_id: str, replay_key: str
 ) -> web.Response:
     row, queued = Client(svc, tenant=trigger.tenant_id).prepare(req)
     async with svc.pool.acquire() as conn, conn.transaction():
-        earlier = await store.claim_delivery(conn, trigger.id, delivery_id, row.id)
+        earlier = await store.claim_delivery(conn, trigger.id, replay_key, row.id)
         if earlier is None:
             await run_store.insert_runs(conn, [row])
         await store.record(conn, Delivery(

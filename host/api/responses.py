@@ -151,6 +151,7 @@ _TRIGGER = _obj(
         "secrets",
         "created_at",
         "updated_at",
+        "refusals_not_logged",
     ],
     {
         "name": {"type": "string"},
@@ -172,6 +173,12 @@ _TRIGGER = _obj(
         },
         "created_at": _TIME,
         "updated_at": _TIME,
+        "refusals_not_logged": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "refusals answered but, past the refusal log's bucket, not "
+            "logged (counted in Redis)",
+        },
     },
 )
 

@@ -7,12 +7,15 @@ The public side, POST /hooks/{hook}, is host.api.hooks.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from aiohttp import web
 
+from host.api.hooks import HOOK_BUCKETS
 from host.api.routes import Param, Route, json_response, services, tenant
 from host.api.runs import MAX_PAGE, _bad, _int
 from host.api.validation import body
+from host.store.triggers import Trigger
 from host.triggers import Triggers, represent
 
 #: A delivery log cursor: the id of the last delivery on the previous page.
@@ -23,23 +26,32 @@ def _triggers(request: web.Request) -> Triggers:
     return Triggers(services(request), tenant=tenant(request))
 
 
+async def _shown(request: web.Request, triggers: list[Trigger]) -> list[dict[str, Any]]:
+    """The triggers as the API shows them, with the count of refusals not logged (Redis)."""
+    counts = await request.app[HOOK_BUCKETS].unlogged([t.id for t in triggers])
+    return [
+        {**represent(t), "refusals_not_logged": n} for t, n in zip(triggers, counts, strict=True)
+    ]
+
+
 async def list_triggers(request: web.Request) -> web.Response:
-    return json_response({"triggers": [represent(t) for t in await _triggers(request).list()]})
+    return json_response({"triggers": await _shown(request, await _triggers(request).list())})
 
 
 async def create_trigger(request: web.Request) -> web.Response:
     trigger = await _triggers(request).create(await body(request))
-    return json_response(represent(trigger), 201)
+    return json_response((await _shown(request, [trigger]))[0], 201)
 
 
 async def get_trigger(request: web.Request) -> web.Response:
-    return json_response(represent(await _triggers(request).get(request.match_info["name"])))
+    trigger = await _triggers(request).get(request.match_info["name"])
+    return json_response((await _shown(request, [trigger]))[0])
 
 
 async def update_trigger(request: web.Request) -> web.Response:
     changes = await body(request)
     trigger = await _triggers(request).update(request.match_info["name"], changes)
-    return json_response(represent(trigger))
+    return json_response((await _shown(request, [trigger]))[0])
 
 
 async def delete_trigger(request: web.Request) -> web.Response:

@@ -26,6 +26,10 @@ from host.errors import (
 from host.registry import Registry as JobRegistry
 from host.schemas import payload_errors, pointer
 
+#: How deeply a request body may nest objects and arrays: far below orjson's 254 levels (a run's
+#: payload is serialised inside its envelope), deep enough for any real payload.
+MAX_DEPTH = 128
+
 #: The top-level schemas/ folder (package data), API request schemas under api/.
 API_SCHEMAS_DIR = Path(__file__).resolve().parent.parent.parent / "schemas" / "api"
 
@@ -87,6 +91,8 @@ async def read_json(request: web.Request, *, required: bool = True) -> Any:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    if too_deep(data, raw):
+        raise BadRequest(f"the body is nested deeper than {MAX_DEPTH} levels")
     if b"\\u0000" in raw:  # PostgreSQL text and jsonb cannot hold NUL
         paths = sorted(nul_paths(data, ""))
         if paths:
@@ -95,20 +101,39 @@ async def read_json(request: web.Request, *, required: bool = True) -> Any:
     return data
 
 
+def too_deep(node: Any, raw: bytes, limit: int = MAX_DEPTH) -> bool:
+    """True when `node` (parsed from `raw`) nests objects and arrays deeper than `limit`. A
+    loop, not recursion, so no depth can exhaust the stack; skipped when `raw` has too few
+    brackets to get there."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    stack: list[tuple[Any, int]] = [(node, 1)]
+    while stack:
+        here, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = here.values() if isinstance(here, dict) else here
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
+
+
 def nul_paths(node: Any, at: str) -> list[str]:
-    """JSON pointers of every string (value or key) in `node` that contains NUL."""
-    if isinstance(node, str):
-        return [at] if "\x00" in node else []
-    if isinstance(node, list):
-        return [p for i, v in enumerate(node) for p in nul_paths(v, f"{at}/{i}")]
-    if isinstance(node, dict):
-        found = []
-        for key, value in node.items():
-            here = f"{at}/{pointer([key])[1:]}"
-            found += [here] if "\x00" in key else []
-            found += nul_paths(value, here)
-        return found
-    return []
+    """JSON pointers of every string (value or key) in `node` that contains NUL, in no set
+    order. A loop, not recursion, so no depth can exhaust the stack."""
+    found: list[str] = []
+    stack: list[tuple[Any, str]] = [(node, at)]
+    while stack:
+        here, path = stack.pop()
+        if isinstance(here, str):
+            found += [path] if "\x00" in here else []
+        elif isinstance(here, list):
+            stack.extend((v, f"{path}/{i}") for i, v in enumerate(here))
+        elif isinstance(here, dict):
+            for key, value in here.items():
+                inner = f"{path}/{pointer([key])[1:]}"
+                found += [inner] if "\x00" in key else []
+                stack.append((value, inner))
+    return found
 
 
 def integers(data: dict[str, Any], *names: str) -> dict[str, Any]:

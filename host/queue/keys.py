@@ -67,6 +67,9 @@ class Keys:
         self.generation = self.prefix + "generation"
         #: HASH trigger id -> "tokens|updated_ms": inbound webhook triggers' token buckets.
         self.hook_buckets = self.prefix + "hook:buckets"
+        #: HASH trigger id -> count of refused deliveries answered but not logged (over the
+        #: refusal log's bucket, "<trigger id>|refused" in hook_buckets).
+        self.hook_unlogged = self.prefix + "hook:unlogged"
 
     def ready(self, job_type: str, lane: str = "default") -> str:
         """ZSET run id -> score (priority, then FIFO): the ready queue of one lane of a type.

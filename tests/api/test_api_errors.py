@@ -43,6 +43,18 @@ async def test_malformed_json_wrong_type_and_unknown_paths(api: Api, admin: dict
     assert error["code"] == "validation_failed" and "extra" in error["details"][0]["message"]
 
 
+async def test_a_deeply_nested_body_is_400_not_500(api: Api, admin: dict[str, str]) -> None:
+    """A payload nested past the limit is refused before it can reach orjson's 254 levels."""
+    json_headers = {**admin, "Content-Type": "application/json"}
+    for depth, inner in ((300, ""), (600, '"\\u0000"')):
+        body = '{"type": "noop", "payload": {"d": ' + "[" * depth + inner + "]" * depth + "}}"
+        r = await api.post("/api/v1/runs", data=body, headers=json_headers)
+        error = await error_of(r, 400)
+        assert error["code"] == "bad_request" and "nested" in error["message"]
+    body = '{"type": "noop", "payload": {"d": ' + "[" * 100 + "]" * 100 + "}}"
+    assert (await api.post("/api/v1/runs", data=body, headers=json_headers)).status == 202
+
+
 async def test_oversized_body_is_413(
     services: Services, aiohttp_client: Any, make_key: MakeKey
 ) -> None:

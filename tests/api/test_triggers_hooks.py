@@ -356,3 +356,79 @@ async def test_hostile_bytes_are_refused_and_logged(
     reasons = [(d["reason"], d["status"]) for d in await deliveries(api, admin)]
     assert reasons == [("invalid_payload", 422), ("bad_signature", 401)]
     assert await queued(services) == (0, 0)
+
+
+@pytest.mark.parametrize("scheme", ["github", "hmac"])
+async def test_a_resent_delivery_with_a_new_unsigned_id_is_a_replay(
+    api: Api, admin: dict[str, str], services: Services, scheme: str
+) -> None:
+    """X-GitHub-Delivery and a generic trigger's id header are not signed: a captured delivery
+    resent with a fresh id must answer the first run, not start another (fault matrix H5)."""
+    body = b'{"action":"opened","number":1}'
+    digest = hmac.new(GITHUB_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    if scheme == "github":
+        t = await make(api, admin, scheme="github", secrets=[GITHUB_SECRET])
+        sig, id_header = {"X-Hub-Signature-256": f"sha256={digest}"}, "X-GitHub-Delivery"
+    else:
+        t = await make(api, admin, scheme="hmac", secrets=[GITHUB_SECRET],
+                       hmac={"id_header": "X-Id"})  # fmt: skip
+        sig, id_header = {"X-Signature": digest}, "X-Id"
+    answers = []
+    for guid in ("guid-1", "guid-2", "guid-3", "guid-1"):  # the last: GitHub's "redeliver"
+        r = await api.post(t["path"], data=body, headers={**sig, id_header: guid})
+        assert r.status == 202
+        answers.append(await r.json())
+    assert len({a["id"] for a in answers}) == 1
+    assert [a["created"] for a in answers] == [True, False, False, False]
+    assert [a["delivery_id"] for a in answers] == ["guid-1", "guid-2", "guid-3", "guid-1"]
+    assert await queued(services) == (1, 1)
+    log = await deliveries(api, admin)  # the sender's ids, as sent
+    assert [(d["reason"], d["delivery_id"]) for d in log] == [
+        ("replay", "guid-1"), ("replay", "guid-3"), ("replay", "guid-2"), ("accepted", "guid-1")
+    ]  # fmt: skip
+    # Another event (another body) is another run, whatever id it claims.
+    other = b'{"action":"closed","number":1}'
+    digest = hmac.new(GITHUB_SECRET.encode(), other, hashlib.sha256).hexdigest()
+    sig = {k: (f"sha256={digest}" if scheme == "github" else digest) for k in sig}
+    r = await api.post(t["path"], data=other, headers={**sig, id_header: "guid-1"})
+    assert (await r.json())["created"] is True
+    assert await queued(services) == (2, 2)
+
+
+async def test_refusals_are_logged_up_to_a_bound_and_counted_beyond(
+    api: Api, admin: dict[str, str], services: Services
+) -> None:
+    """Unsigned requests cannot grow the delivery log without limit: past the refusal log's
+    bucket they are still refused, counted (shown on the trigger) but not logged row by row."""
+    t = await make(api, admin, rate=1, burst=1)
+    for _ in range(50):
+        await error_of(await api.post(t["path"], data=b"x", headers={}), 401)
+    logged = await deliveries(api, admin)
+    assert {d["reason"] for d in logged} == {"bad_signature"}
+    assert len(logged) < 50
+    shown = await (await api.get("/api/v1/triggers/t", headers=admin)).json()
+    assert len(logged) + shown["refusals_not_logged"] == 50
+    # A signed delivery is still accepted and logged.
+    body = '{"n":1}'
+    assert (await api.post(t["path"], data=body, headers=standard(body, "ok1"))).status == 202
+    assert (await deliveries(api, admin))[0]["reason"] == "accepted"
+    assert await queued(services) == (1, 1)
+
+
+@pytest.mark.parametrize("nul", [False, True])
+async def test_a_deeply_nested_signed_event_is_400_malformed_and_logged(
+    api: Api, admin: dict[str, str], services: Services, nul: bool
+) -> None:
+    t = await make(api, admin)
+    inner = '"\\u0000"' if nul else ""
+    for depth in (300, 600):
+        body = '{"d":' + "[" * depth + inner + "]" * depth + "}"
+        r = await api.post(t["path"], data=body, headers=standard(body, f"deep{depth}"))
+        error = await error_of(r, 400)
+        assert error["code"] == "bad_request" and "nested" in error["message"]
+    assert [(d["reason"], d["status"]) for d in await deliveries(api, admin)] == [
+        ("malformed", 400), ("malformed", 400)
+    ]  # fmt: skip
+    body = '{"d":' + "[" * 100 + "]" * 100 + "}"  # deep but within the limit: a run
+    assert (await api.post(t["path"], data=body, headers=standard(body, "ok"))).status == 202
+    assert await queued(services) == (1, 1)

@@ -1,5 +1,11 @@
 """Signature schemes: each checks a delivery's signature against every active secret and says
-which delivery id it carries (for replay protection).
+which delivery id the sender gave (for the log) and which replay key the signature covers.
+
+The replay key must be signed, or a captured delivery resent with a new id would start a new
+run: the id itself where the scheme signs it (Standard Webhooks' `webhook-id`, the Stripe
+event's `id` in the body), else `sha256:` and the hex SHA-256 of the signed content (the body,
+or `<timestamp>.<body>` when the scheme signs a timestamp). `X-GitHub-Delivery` and a generic
+trigger's `id_header` are not signed, so they name the delivery in the log but are not the key.
 
 Comparisons are constant-time (`hmac.compare_digest`) and every secret is tried, so neither the
 answer nor its timing tells which secret or which part failed. A failure raises Rejected with
@@ -35,11 +41,13 @@ class Rejected(Exception):
 
 @dataclass(frozen=True)
 class Verified:
-    """A delivery whose signature holds: its id (None when the scheme has none) and the
-    signed timestamp, if the scheme signs one."""
+    """A delivery whose signature holds: the id its sender gave (None when the scheme has
+    none; not necessarily signed), the signed timestamp if the scheme signs one, and the replay
+    key, which the signature covers."""
 
     delivery_id: str | None
     timestamp: int | None
+    replay_key: str
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,11 @@ def _header(headers: Mapping[str, str], name: str) -> str:
     return value
 
 
+def content_key(signed: bytes) -> str:
+    """The replay key of a delivery whose id is not signed: the signed content's SHA-256."""
+    return "sha256:" + hashlib.sha256(signed).hexdigest()
+
+
 def _fresh(check: Check, raw: str) -> int:
     """The timestamp (Unix seconds) if within the tolerance, past or future."""
     try:
@@ -127,7 +140,7 @@ def _standard(check: Check, headers: Mapping[str, str], body: bytes) -> Verified
     ]  # fmt: skip
     if not _any_match(given, expected):
         raise Rejected("bad_signature", f"no v1 signature matched any of {len(expected)} secrets")
-    return Verified(msg_id, ts)
+    return Verified(msg_id, ts, msg_id)
 
 
 # -- GitHub -----------------------------------------------------------------------------------
@@ -140,7 +153,7 @@ def _github(check: Check, headers: Mapping[str, str], body: bytes) -> Verified:
     if not _any_match([signature.encode()], expected):
         raise Rejected("bad_signature", f"X-Hub-Signature-256 matched none of {len(expected)} "
                        "secrets")  # fmt: skip
-    return Verified(delivery, None)
+    return Verified(delivery, None, content_key(body))
 
 
 # -- Stripe -----------------------------------------------------------------------------------
@@ -158,7 +171,8 @@ def _stripe(check: Check, headers: Mapping[str, str], body: bytes) -> Verified:
     given = [v.strip().encode() for k, _, v in parts if k.strip() == "v1"]
     if not _any_match(given, expected):
         raise Rejected("bad_signature", f"no v1 signature matched any of {len(expected)} secrets")
-    return Verified(_stripe_event_id(body), ts)
+    event_id = _stripe_event_id(body)
+    return Verified(event_id, ts, event_id or content_key(body))
 
 
 def _stripe_event_id(body: bytes) -> str | None:
@@ -180,7 +194,7 @@ HMAC_DEFAULTS: dict[str, Any] = {
     "encoding": "hex",  #: hex or base64
     "prefix": "",  #: e.g. "sha256=" before the digest
     "timestamp_header": None,  #: if set: signed content is "<timestamp>.<body>", checked fresh
-    "id_header": None,  #: the delivery id's header; default: the body's SHA-256
+    "id_header": None,  #: the delivery id's header (for the log); default: the replay key
 }
 
 
@@ -202,11 +216,9 @@ def _generic(check: Check, headers: Mapping[str, str], body: bytes) -> Verified:
     if not _any_match([signature.strip().encode()], expected):
         raise Rejected("bad_signature", f"{opts['header']} matched none of {len(expected)} "
                        "secrets")  # fmt: skip
-    if opts["id_header"]:
-        delivery = _header(headers, opts["id_header"])
-    else:
-        delivery = "sha256:" + hashlib.sha256(body).hexdigest()
-    return Verified(delivery, ts)
+    key = content_key(signed)
+    delivery = _header(headers, opts["id_header"]) if opts["id_header"] else key
+    return Verified(delivery, ts, key)
 
 
 _VERIFIERS: dict[str, Verifier] = {
