@@ -144,10 +144,24 @@ async def get(conn: Conn, tenant_id: str, name: str) -> Trigger | None:
 
 
 async def by_hook(conn: Conn, hook: str) -> Trigger | None:
-    """The trigger behind /hooks/<hook>, of whichever tenant."""
-    rows = await conn.fetch(f"SELECT {_COLUMNS} FROM {_FROM} WHERE t.hook = $1", hook)
-    found = await _with_secrets(conn, rows)
-    return found[0] if found else None
+    """The trigger behind /hooks/<hook>, of whichever tenant, with its secrets in the same
+    query: every request to a hook, signed or not, costs one round trip here."""
+    row = await conn.fetchrow(
+        f"""SELECT {_COLUMNS}, s.ids, s.secrets, s.created
+            FROM {_FROM} LEFT JOIN LATERAL (
+                SELECT array_agg(id ORDER BY created_at, id) AS ids,
+                       array_agg(secret ORDER BY created_at, id) AS secrets,
+                       array_agg(created_at ORDER BY created_at, id) AS created
+                FROM trigger_secrets WHERE trigger_id = t.id) s ON true
+            WHERE t.hook = $1""",
+        hook,
+    )
+    if row is None:
+        return None
+    ids, texts, created = row["ids"] or [], row["secrets"] or [], row["created"] or []
+    return _trigger(
+        row, [Secret(str(i), x, c) for i, x, c in zip(ids, texts, created, strict=True)]
+    )
 
 
 async def list_all(conn: Conn, tenant_id: str) -> list[Trigger]:

@@ -8,6 +8,7 @@ Past that bucket a refusal is still answered but only counted (shown on the trig
 from __future__ import annotations
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from host.queue.keys import Keys
 from host.queue.scripts import script_source
@@ -34,9 +35,12 @@ class HookBuckets:
     async def may_log_refusal(self, trigger_id: str) -> bool:
         """True when a refusal of this trigger may be logged; else it is counted as unlogged."""
         field = f"{trigger_id}|refused"
-        if await self._take(field, REFUSAL_LOG_RATE_PER_S, REFUSAL_LOG_BURST) == 0:
+        try:
+            if await self._take(field, REFUSAL_LOG_RATE_PER_S, REFUSAL_LOG_BURST) == 0:
+                return True
+            await self._redis.hincrby(self.unlogged_key, trigger_id, 1)
+        except RedisError:  # the caller still gets its 401/413 and the refusal its row
             return True
-        await self._redis.hincrby(self.unlogged_key, trigger_id, 1)
         return False
 
     async def unlogged(self, trigger_ids: list[str]) -> list[int]:
