@@ -1,0 +1,67 @@
+"""The notifier's claims against an admin's redelivery and a concurrent subscription delete:
+a send in flight keeps its lease, and no pending delivery outlives its subscription."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from host.notify import store
+from host.notify.store import Outcome
+from host.services import Services
+from tests.notify.conftest import deliveries, subscribe
+from webhooks.outbound.channel import Channel
+
+URL = "http://127.0.0.1:9/"
+
+
+async def _pending(services: Services, sub_id: str, event_id: str) -> None:
+    await services.pool.execute(
+        """INSERT INTO deliveries (id, tenant_id, subscription_id, event_id, event_type, run_id,
+               run_type, run_state, attempt, max_attempts, outcome, run_created_at,
+               attempt_finished_at)
+           VALUES (gen_random_uuid(), 'default', $1::uuid, $2, 'run.succeeded',
+                   gen_random_uuid(), 'noop', 'succeeded', 1, 3, 'succeeded', now(), now())""",
+        sub_id, event_id,
+    )  # fmt: skip
+
+
+def _ok() -> Outcome:
+    return Outcome(ok=True, state="succeeded", next_in_s=0, status="200", error=None,
+                   excerpt="ok", latency_ms=1.0, disable_reason=None)  # fmt: skip
+
+
+async def test_redeliver_leaves_a_send_in_flight_to_finish_then_goes_again(
+    services: Services, channels: dict[str, Channel]
+) -> None:
+    sub = await subscribe(services, channels, destination={"url": URL})
+    await _pending(services, sub["id"], "msg_inflight")
+    (a,) = await store.claim_due(services.pool, 10, 60.0, 5)  # notifier A is sending
+    await store.redeliver(services.pool, "default", a.id)  # the admin asks again meanwhile
+    assert await store.claim_due(services.pool, 10, 60.0, 5) == []  # B may not send it too
+    async with services.pool.acquire() as conn:
+        kept, _ = await store.record_attempt(conn, a, _ok(), notifier="A", disable_after=0)
+    assert kept  # A's answer is recorded, not fenced away
+    (row,) = await deliveries(services, sub["id"])
+    assert row["state"] == "pending" and row["attempts"] == 1  # the redelivery follows
+    assert [x["ok"] for x in row["attempt_log"]] == [True]
+    (again,) = await store.claim_due(services.pool, 10, 60.0, 5)
+    assert again.id == a.id and again.attempts == again.retry_base == 1  # a fresh schedule
+    async with services.pool.acquire() as conn:
+        kept, _ = await store.record_attempt(conn, again, _ok(), notifier="B", disable_after=0)
+    assert kept
+    (row,) = await deliveries(services, sub["id"])
+    assert row["state"] == "succeeded" and row["attempts"] == 2
+
+
+async def test_redeliver_of_an_idle_delivery_is_due_at_once(
+    services: Services, channels: dict[str, Channel]
+) -> None:
+    sub = await subscribe(services, channels, destination={"url": URL})
+    await _pending(services, sub["id"], "msg_done")
+    (a,) = await store.claim_due(services.pool, 10, 60.0, 5)
+    async with services.pool.acquire() as conn:
+        await store.record_attempt(conn, a, _ok(), notifier="A", disable_after=0)
+    again: dict[str, Any] = await store.redeliver(services.pool, "default", a.id)
+    assert again["state"] == "pending"
+    (b,) = await store.claim_due(services.pool, 10, 60.0, 5)
+    assert b.id == a.id and b.retry_base == b.attempts == 1
