@@ -8,21 +8,10 @@ from typing import Any
 from host.notify import store
 from host.notify.store import Outcome
 from host.services import Services
-from tests.notify.conftest import deliveries, subscribe
+from tests.notify.conftest import deliveries, pending_delivery, subscribe
 from webhooks.outbound.channel import Channel
 
 URL = "http://127.0.0.1:9/"
-
-
-async def _pending(services: Services, sub_id: str, event_id: str) -> None:
-    await services.pool.execute(
-        """INSERT INTO deliveries (id, tenant_id, subscription_id, event_id, event_type, run_id,
-               run_type, run_state, attempt, max_attempts, outcome, run_created_at,
-               attempt_finished_at)
-           VALUES (gen_random_uuid(), 'default', $1::uuid, $2, 'run.succeeded',
-                   gen_random_uuid(), 'noop', 'succeeded', 1, 3, 'succeeded', now(), now())""",
-        sub_id, event_id,
-    )  # fmt: skip
 
 
 def _ok() -> Outcome:
@@ -34,7 +23,7 @@ async def test_redeliver_leaves_a_send_in_flight_to_finish_then_goes_again(
     services: Services, channels: dict[str, Channel]
 ) -> None:
     sub = await subscribe(services, channels, destination={"url": URL})
-    await _pending(services, sub["id"], "msg_inflight")
+    await pending_delivery(services, sub["id"], "msg_inflight")
     (a,) = await store.claim_due(services.pool, 10, 60.0, 5)  # notifier A is sending
     await store.redeliver(services.pool, "default", a.id)  # the admin asks again meanwhile
     assert await store.claim_due(services.pool, 10, 60.0, 5) == []  # B may not send it too
@@ -57,7 +46,7 @@ async def test_redeliver_of_an_idle_delivery_is_due_at_once(
     services: Services, channels: dict[str, Channel]
 ) -> None:
     sub = await subscribe(services, channels, destination={"url": URL})
-    await _pending(services, sub["id"], "msg_done")
+    await pending_delivery(services, sub["id"], "msg_done")
     (a,) = await store.claim_due(services.pool, 10, 60.0, 5)
     async with services.pool.acquire() as conn:
         await store.record_attempt(conn, a, _ok(), notifier="A", disable_after=0)
