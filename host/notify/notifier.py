@@ -196,14 +196,13 @@ class Notifier:
         await self._record(members, result)
 
     async def _record(self, members: list[Claimed], result: SendResult) -> None:
-        """Record the attempt on each member; one retry delay for the whole group, so a digest
-        stays together."""
-        first = members[0]
-        delay = next_delay(
-            self.schedule, first.attempts + 1 - first.retry_base, self.settings.notify_jitter,
-            result.retry_after_s,
-        )  # fmt: skip
+        """Record the attempt on each member, each by its own schedule: a digest member whose
+        schedule is spent fails, the others are retried (and claimed together again)."""
         for c in members:
+            delay = next_delay(
+                self.schedule, c.attempts + 1 - c.retry_base, self.settings.notify_jitter,
+                result.retry_after_s,
+            )  # fmt: skip
             outcome = self._outcome(c, result, delay)
             try:
                 async with self.services.pool.acquire() as conn:
