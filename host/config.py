@@ -18,6 +18,11 @@ from host.errors import ConfigError
 from host.queue.keys import Keys
 
 _ENV_PREFIX = "JOBHOST_"
+#: Extra seconds the notifier allows a channel's send beyond notify_timeout_s.
+NOTIFY_SEND_GRACE_S = 5.0
+#: notify_lease_s must outlast the longest send (timeout plus grace) by at least this much, so
+#: a send still running never has its claim taken over.
+NOTIFY_LEASE_MARGIN_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -100,8 +105,14 @@ class Settings:
             raise ConfigError("notify_jitter must be in [0, 1)")
         if self.notify_timeout_s <= 0 or self.notify_poll_s <= 0:
             raise ConfigError("notify_timeout_s and notify_poll_s must be positive")
-        if self.notify_lease_s < self.notify_timeout_s + 1:
-            raise ConfigError("notify_lease_s must exceed notify_timeout_s by at least 1 second")
+        longest = self.notify_timeout_s + NOTIFY_SEND_GRACE_S + NOTIFY_LEASE_MARGIN_S
+        if self.notify_lease_s <= longest:
+            raise ConfigError(
+                f"notify_lease_s (JOBHOST_NOTIFY_LEASE_S={self.notify_lease_s:g}) must exceed "
+                f"notify_timeout_s (JOBHOST_NOTIFY_TIMEOUT_S={self.notify_timeout_s:g}) + "
+                f"{NOTIFY_SEND_GRACE_S:g}s send grace + {NOTIFY_LEASE_MARGIN_S:g}s margin = "
+                f"{longest:g}s, or a send still running loses its claim"
+            )
         if (
             self.notify_concurrency < 1
             or min(self.notify_disable_after, self.notify_per_endpoint) < 0

@@ -27,6 +27,7 @@ from typing import Any
 
 import asyncpg
 
+from host.config import NOTIFY_SEND_GRACE_S
 from host.notify import store
 from host.notify.channels import close_channels, load_channels
 from host.notify.store import Claimed, Disabled, Outcome
@@ -37,8 +38,9 @@ from webhooks.outbound.channel import Channel, Delivery, SendResult
 
 log = logging.getLogger("jobhost.notifier")
 
-#: Extra seconds the notifier allows a channel's send beyond notify_timeout_s.
-SEND_GRACE_S = 5.0
+#: Extra seconds the notifier allows a channel's send beyond notify_timeout_s (the config
+#: keeps notify_lease_s above both).
+SEND_GRACE_S = NOTIFY_SEND_GRACE_S
 
 
 @dataclass
