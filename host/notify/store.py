@@ -323,6 +323,26 @@ async def prune_deliveries(conn: Conn, older_than_s: float, limit: int) -> int:
     return deleted
 
 
+async def prune_orphaned(conn: Conn, older_than_s: float, limit: int) -> int:
+    """Delete up to `limit` pending deliveries whose subscription is gone: the outbox trigger
+    can commit one while the subscription's delete runs (there is no foreign key), and no
+    claim (it joins subscriptions) nor prune_deliveries (finished rows only) would reach it."""
+    deleted: int = await conn.fetchval(
+        """WITH gone AS (
+               DELETE FROM deliveries WHERE id IN (
+                   SELECT d.id FROM deliveries d
+                   WHERE d.state = 'pending'
+                     AND d.created_at < now() - make_interval(secs => $1)
+                     AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = d.subscription_id)
+                   LIMIT $2)
+               RETURNING id)
+           SELECT count(*) FROM gone""",
+        older_than_s,
+        limit,
+    )
+    return deleted
+
+
 # -- the notifier's claims ----------------------------------------------------------------------
 
 

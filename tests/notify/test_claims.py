@@ -12,6 +12,7 @@ from host.errors import ConfigError
 from host.notify import store
 from host.notify.notifier import SEND_GRACE_S
 from host.notify.store import Outcome
+from host.scheduler.leader import Term
 from host.services import Services
 from tests.notify.conftest import deliveries, pending_delivery, subscribe
 from webhooks.outbound.channel import Channel
@@ -71,3 +72,20 @@ def test_the_lease_must_outlast_the_longest_send() -> None:
             Settings.from_env({**env, "JOBHOST_NOTIFY_LEASE_S": f"{lease:g}"})
     ok = Settings.from_env({**env, "JOBHOST_NOTIFY_LEASE_S": f"{longest + 0.5:g}"})
     assert ok.notify_lease_s > ok.notify_timeout_s + SEND_GRACE_S
+
+
+async def test_retention_prunes_pending_deliveries_of_a_deleted_subscription(
+    services: Services, channels: dict[str, Channel]
+) -> None:
+    from host.scheduler import retention
+
+    gone = await subscribe(services, channels, destination={"url": URL})
+    kept = await subscribe(services, channels, destination={"url": URL})
+    await pending_delivery(services, gone["id"], "msg_orphan")
+    await pending_delivery(services, kept["id"], "msg_kept")
+    # What a delete racing the outbox trigger leaves: the subscription without its delivery.
+    await services.pool.execute("DELETE FROM subscriptions WHERE id = $1::uuid", gone["id"])
+    term = Term("me", 1)
+    await retention.prune(services.pool, services.settings.namespace, term, 0)  # 0 days: any
+    left = await services.pool.fetch("SELECT event_id, state FROM deliveries ORDER BY event_id")
+    assert [(r["event_id"], r["state"]) for r in left] == [("msg_kept", "pending")]
