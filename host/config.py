@@ -77,6 +77,9 @@ class Settings:
     #: SSRF allow-list: comma-separated CIDRs a destination may resolve to despite the guard
     #: (loopback, private, link-local... are refused otherwise), e.g. "10.0.0.0/8,127.0.0.1/32".
     notify_allow_cidrs: str = ""
+    #: Ports a webhook URL may use, comma-separated; "*": any (for tests and trusted set-ups).
+    #: Applies to allow-listed CIDRs too: add an internal receiver's port here as well.
+    notify_allow_ports: str = "80,443,8080,8443"
 
     def __post_init__(self) -> None:
         Keys(self.namespace)  # validates the namespace
@@ -101,6 +104,7 @@ class Settings:
 
     def _check_notify(self) -> None:
         self.retry_schedule()  # parses
+        self.allow_ports()
         if not 0 <= self.notify_jitter < 1:
             raise ConfigError("notify_jitter must be in [0, 1)")
         if self.notify_timeout_s <= 0 or self.notify_poll_s <= 0:
@@ -122,6 +126,18 @@ class Settings:
             )
         if self.notify_digest_window_s < 0:
             raise ConfigError("notify_digest_window_s must be >= 0")
+
+    def allow_ports(self) -> frozenset[int] | None:
+        """The ports of notify_allow_ports; None: any ("*")."""
+        items = [x.strip() for x in self.notify_allow_ports.split(",") if x.strip()]
+        if items == ["*"]:
+            return None
+        if not all(x.isdigit() and 0 < int(x) < 65536 for x in items):
+            raise ConfigError(
+                f"notify_allow_ports (JOBHOST_NOTIFY_ALLOW_PORTS={self.notify_allow_ports!r}) "
+                "must be comma-separated ports in 1-65535, or *"
+            )
+        return frozenset(int(x) for x in items)
 
     def retry_schedule(self) -> tuple[float, ...]:
         """The delays of notify_schedule, in seconds."""

@@ -28,6 +28,7 @@ FAST = {
     "notify_lease_s": 7.5,  # > timeout + SEND_GRACE_S + 1 s margin
     "notify_poll_s": 0.1,
     "notify_allow_cidrs": "127.0.0.1/32",
+    "notify_allow_ports": "*",  # receivers listen on random loopback ports
     "notify_digest_window_s": 0.8,
 }
 

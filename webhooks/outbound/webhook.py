@@ -107,7 +107,7 @@ class WebhookChannel:
 
     def __init__(self, settings: Settings, *, resolver: AbstractResolver | None = None) -> None:
         self.timeout_s = settings.notify_timeout_s
-        self.guard = Guard(parse_allow_list(settings.notify_allow_cidrs))
+        self.guard = Guard(parse_allow_list(settings.notify_allow_cidrs), settings.allow_ports())
         self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
 
