@@ -18,6 +18,11 @@ from host.errors import ConfigError
 from host.queue.keys import Keys
 
 _ENV_PREFIX = "JOBHOST_"
+#: Extra seconds the notifier allows a channel's send beyond notify_timeout_s.
+NOTIFY_SEND_GRACE_S = 5.0
+#: notify_lease_s must outlast the longest send (timeout plus grace) by at least this much, so
+#: a send still running never has its claim taken over.
+NOTIFY_LEASE_MARGIN_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,9 @@ class Settings:
     #: SSRF allow-list: comma-separated CIDRs a destination may resolve to despite the guard
     #: (loopback, private, link-local... are refused otherwise), e.g. "10.0.0.0/8,127.0.0.1/32".
     notify_allow_cidrs: str = ""
+    #: Ports a webhook URL may use, comma-separated; "*": any (for tests and trusted set-ups).
+    #: Applies to allow-listed CIDRs too: add an internal receiver's port here as well.
+    notify_allow_ports: str = "80,443,8080,8443"
 
     def __post_init__(self) -> None:
         Keys(self.namespace)  # validates the namespace
@@ -96,12 +104,19 @@ class Settings:
 
     def _check_notify(self) -> None:
         self.retry_schedule()  # parses
+        self.allow_ports()
         if not 0 <= self.notify_jitter < 1:
             raise ConfigError("notify_jitter must be in [0, 1)")
         if self.notify_timeout_s <= 0 or self.notify_poll_s <= 0:
             raise ConfigError("notify_timeout_s and notify_poll_s must be positive")
-        if self.notify_lease_s < self.notify_timeout_s + 1:
-            raise ConfigError("notify_lease_s must exceed notify_timeout_s by at least 1 second")
+        longest = self.notify_timeout_s + NOTIFY_SEND_GRACE_S + NOTIFY_LEASE_MARGIN_S
+        if self.notify_lease_s <= longest:
+            raise ConfigError(
+                f"notify_lease_s (JOBHOST_NOTIFY_LEASE_S={self.notify_lease_s:g}) must exceed "
+                f"notify_timeout_s (JOBHOST_NOTIFY_TIMEOUT_S={self.notify_timeout_s:g}) + "
+                f"{NOTIFY_SEND_GRACE_S:g}s send grace + {NOTIFY_LEASE_MARGIN_S:g}s margin = "
+                f"{longest:g}s, or a send still running loses its claim"
+            )
         if (
             self.notify_concurrency < 1
             or min(self.notify_disable_after, self.notify_per_endpoint) < 0
@@ -111,6 +126,18 @@ class Settings:
             )
         if self.notify_digest_window_s < 0:
             raise ConfigError("notify_digest_window_s must be >= 0")
+
+    def allow_ports(self) -> frozenset[int] | None:
+        """The ports of notify_allow_ports; None: any ("*")."""
+        items = [x.strip() for x in self.notify_allow_ports.split(",") if x.strip()]
+        if items == ["*"]:
+            return None
+        if not all(x.isdigit() and 0 < int(x) < 65536 for x in items):
+            raise ConfigError(
+                f"notify_allow_ports (JOBHOST_NOTIFY_ALLOW_PORTS={self.notify_allow_ports!r}) "
+                "must be comma-separated ports in 1-65535, or *"
+            )
+        return frozenset(int(x) for x in items)
 
     def retry_schedule(self) -> tuple[float, ...]:
         """The delays of notify_schedule, in seconds."""

@@ -27,6 +27,7 @@ from typing import Any
 
 import asyncpg
 
+from host.config import NOTIFY_SEND_GRACE_S
 from host.notify import store
 from host.notify.channels import close_channels, load_channels
 from host.notify.store import Claimed, Disabled, Outcome
@@ -37,8 +38,9 @@ from webhooks.outbound.channel import Channel, Delivery, SendResult
 
 log = logging.getLogger("jobhost.notifier")
 
-#: Extra seconds the notifier allows a channel's send beyond notify_timeout_s.
-SEND_GRACE_S = 5.0
+#: Extra seconds the notifier allows a channel's send beyond notify_timeout_s (the config
+#: keeps notify_lease_s above both).
+SEND_GRACE_S = NOTIFY_SEND_GRACE_S
 
 
 @dataclass
@@ -196,14 +198,13 @@ class Notifier:
         await self._record(members, result)
 
     async def _record(self, members: list[Claimed], result: SendResult) -> None:
-        """Record the attempt on each member; one retry delay for the whole group, so a digest
-        stays together."""
-        first = members[0]
-        delay = next_delay(
-            self.schedule, first.attempts + 1 - first.retry_base, self.settings.notify_jitter,
-            result.retry_after_s,
-        )  # fmt: skip
+        """Record the attempt on each member, each by its own schedule: a digest member whose
+        schedule is spent fails, the others are retried (and claimed together again)."""
         for c in members:
+            delay = next_delay(
+                self.schedule, c.attempts + 1 - c.retry_base, self.settings.notify_jitter,
+                result.retry_after_s,
+            )  # fmt: skip
             outcome = self._outcome(c, result, delay)
             try:
                 async with self.services.pool.acquire() as conn:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeAlias
 
@@ -274,15 +274,24 @@ async def list_deliveries(
 
 async def redeliver(conn: Conn, tenant_id: str, delivery_id: str) -> dict[str, Any]:
     """Send a delivery again now, with a fresh retry schedule (same event id and body; its
-    attempt numbers go on). Any state: a receiver may have lost one it acknowledged."""
+    attempt numbers go on). Any state: a receiver may have lost one it acknowledged.
+
+    A send in flight (a pending row with a live lease) keeps its lease, so its notifier records
+    its attempt; `retry_base` past `attempts` marks the redelivery, which record_attempt turns
+    into a fresh pending row due now, whatever that attempt's outcome."""
     key = _uuid(delivery_id)
     row = None
     if key is not None:
         row = await conn.fetchrow(
             f"""WITH again AS (
                     UPDATE deliveries
-                    SET state = 'pending', next_attempt_at = now(), retry_base = attempts,
-                        finished_at = NULL, lease_until = NULL, lease_token = NULL
+                    SET state = 'pending', next_attempt_at = now(),
+                        retry_base = attempts + CASE WHEN live THEN 1 ELSE 0 END,
+                        finished_at = NULL,
+                        lease_until = CASE WHEN live THEN lease_until END,
+                        lease_token = CASE WHEN live THEN lease_token END
+                    FROM (SELECT state = 'pending' AND lease_until > now() AS live
+                          FROM deliveries WHERE id = $1 AND tenant_id = $2 FOR UPDATE) old
                     WHERE id = $1 AND tenant_id = $2
                     RETURNING *
                 )
@@ -305,6 +314,26 @@ async def prune_deliveries(conn: Conn, older_than_s: float, limit: int) -> int:
                    SELECT id FROM deliveries
                    WHERE state IN ('succeeded', 'failed')
                      AND finished_at < now() - make_interval(secs => $1)
+                   LIMIT $2)
+               RETURNING id)
+           SELECT count(*) FROM gone""",
+        older_than_s,
+        limit,
+    )
+    return deleted
+
+
+async def prune_orphaned(conn: Conn, older_than_s: float, limit: int) -> int:
+    """Delete up to `limit` pending deliveries whose subscription is gone: the outbox trigger
+    can commit one while the subscription's delete runs (there is no foreign key), and no
+    claim (it joins subscriptions) nor prune_deliveries (finished rows only) would reach it."""
+    deleted: int = await conn.fetchval(
+        """WITH gone AS (
+               DELETE FROM deliveries WHERE id IN (
+                   SELECT d.id FROM deliveries d
+                   WHERE d.state = 'pending'
+                     AND d.created_at < now() - make_interval(secs => $1)
+                     AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = d.subscription_id)
                    LIMIT $2)
                RETURNING id)
            SELECT count(*) FROM gone""",
@@ -485,18 +514,29 @@ async def record_attempt(
     row, 0: never). Returns whether the claim was still held (False: nothing written) and the
     subscription if this attempt disabled it."""
     async with conn.transaction():
-        attempt = await conn.fetchval(
-            """UPDATE deliveries
-               SET attempts = attempts + 1, state = $3,
-                   next_attempt_at = now() + make_interval(secs => $4),
-                   finished_at = CASE WHEN $3 = 'pending' THEN NULL ELSE now() END,
+        # retry_base > attempts: redelivered while this send was in flight; it goes again now.
+        row = await conn.fetchrow(
+            """WITH again AS (
+                   SELECT retry_base > attempts AS redeliver FROM deliveries
+                   WHERE id = $1::uuid AND lease_token = $2::uuid AND state = 'pending'
+                   FOR UPDATE)
+               UPDATE deliveries
+               SET attempts = attempts + 1,
+                   state = CASE WHEN redeliver THEN 'pending' ELSE $3 END,
+                   next_attempt_at = CASE WHEN redeliver THEN now()
+                                          ELSE now() + make_interval(secs => $4) END,
+                   finished_at = CASE WHEN redeliver OR $3 = 'pending' THEN NULL ELSE now() END,
                    last_error = $5, lease_until = NULL, lease_token = NULL
+               FROM again
                WHERE id = $1::uuid AND lease_token = $2::uuid AND state = 'pending'
-               RETURNING attempts""",
+               RETURNING attempts, state""",
             claimed.id, claimed.token, outcome.state, outcome.next_in_s, outcome.error,
         )  # fmt: skip
-        if attempt is None:
+        if row is None:
             return False, None
+        attempt = row["attempts"]
+        if row["state"] != outcome.state:
+            outcome = replace(outcome, state=row["state"])
         await conn.execute(
             """INSERT INTO delivery_attempts (delivery_id, attempt, ok, status, latency_ms,
                    error, response_excerpt, notifier)

@@ -2,7 +2,8 @@
 runs, the dead letters, after `dead_retention_days`, longer by default), finished notification
 deliveries and the inbound webhook delivery log after `retention_days`, and inbound replay
 rows by the policy below, in bounded batches so a large backlog never holds long locks or one
-huge transaction.
+huge transaction. Pending deliveries whose subscription was deleted meanwhile go on every pass,
+whatever the retention.
 
 Pruning old cron runs is safe for cron de-duplication: a tick is fired only from a job's
 `next_fire_at` onward, which moves forward in the same transaction as the fire, so a pruned
@@ -60,7 +61,10 @@ async def prune(
                 pool, namespace, term, f"{'/'.join(states)} runs", days * 86400,
                 _runs(states), batch, max_batches,
             )  # fmt: skip
-    tables: list[tuple[str, float, Pruner]] = []
+    # Whatever the retention: nothing else ever removes these (see prune_orphaned).
+    tables: list[tuple[str, float, Pruner]] = [
+        ("pending deliveries of deleted subscriptions", 0.0, notify_store.prune_orphaned),
+    ]
     if retention_days > 0:
         tables += [
             ("finished deliveries", retention_days * 86400, notify_store.prune_deliveries),
@@ -98,5 +102,6 @@ async def _batched(
         if deleted < batch:
             break
     if pruned:
-        log.info("pruned %d %s older than %g days", pruned, what, older_than_s / 86400)
+        age = f" older than {older_than_s / 86400:g} days" if older_than_s else ""
+        log.info("pruned %d %s%s", pruned, what, age)
     return pruned

@@ -4,7 +4,9 @@ failures of one job type within the window go out as one message; the rest alone
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -17,8 +19,8 @@ from tests import plugin_fixtures
 from tests.conftest import ROOT
 from tests.helpers import running_worker, wait_until
 from tests.notify import digest_plugin
-from tests.notify.conftest import deliveries, running_notifier, subscribe
-from webhooks.outbound.channel import Channel
+from tests.notify.conftest import deliveries, pending_delivery, running_notifier, subscribe
+from webhooks.outbound.channel import Channel, Delivery, SendResult
 
 
 @pytest.fixture
@@ -67,3 +69,57 @@ async def test_failures_of_a_job_type_are_grouped_into_one_message(
     rows = await deliveries(services, sub["id"])
     assert all(len(r["attempt_log"]) == 1 and r["attempt_log"][0]["status"] == "posted"
                for r in rows)  # fmt: skip
+
+
+class FailingDigest:
+    """A channel that groups every event and whose destination always fails (retryable)."""
+
+    name = "test.failing"
+    destination_schema: Mapping[str, Any] = {"type": "object"}
+
+    def __init__(self) -> None:
+        self.sent: list[list[str]] = []
+
+    def check_destination(self, destination: Mapping[str, Any]) -> None:
+        pass
+
+    def digest_key(self, delivery: Delivery) -> str | None:
+        return "all"
+
+    async def send(self, deliveries: Sequence[Delivery]) -> SendResult:
+        self.sent.append([d.event_id for d in deliveries])
+        return SendResult(ok=False, status="503", error="down")
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_a_digest_member_with_a_spent_schedule_does_not_fail_the_others(
+    services: Services,
+) -> None:
+    channel = FailingDigest()
+    chans: dict[str, Channel] = {channel.name: channel}
+    sub = await subscribe(services, chans, channel=channel.name, destination={})
+    await pending_delivery(services, sub["id"], "msg_old")
+    await pending_delivery(services, sub["id"], "msg_new")
+    # msg_old has used its whole schedule (3 retries); msg_new is fresh and not due yet, so
+    # it joins the group when msg_old is claimed.
+    await services.pool.execute(
+        """UPDATE deliveries SET digest_key = 'all',
+               attempts = CASE WHEN event_id = 'msg_old' THEN 3 ELSE 0 END,
+               next_attempt_at = now() + CASE WHEN event_id = 'msg_old' THEN interval '0'
+                                              ELSE interval '1 hour' END
+           WHERE subscription_id = $1::uuid""",
+        sub["id"],
+    )
+    async with running_notifier(services, chans):
+
+        async def settled() -> bool:
+            return all(r["state"] == "failed" for r in await deliveries(services, sub["id"]))
+
+        await wait_until(settled, timeout_s=15)
+    rows = {r["event_id"]: r for r in await deliveries(services, sub["id"])}
+    assert rows["msg_old"]["attempts"] == 4 and "gave up" in rows["msg_old"]["last_error"]
+    assert rows["msg_new"]["attempts"] == 4  # retried on its own schedule, then gave up
+    assert channel.sent[0] == ["msg_old", "msg_new"]  # one digest, then msg_new alone
+    assert channel.sent[1:] == [["msg_new"]] * 3

@@ -28,8 +28,9 @@ RUNS = 12
 
 def notifier_env(worker_env: dict[str, str]) -> dict[str, str]:
     return worker_env | {
-        "JOBHOST_NOTIFY_ALLOW_CIDRS": "127.0.0.1/32", "JOBHOST_NOTIFY_TIMEOUT_S": "2",
-        "JOBHOST_NOTIFY_LEASE_S": "3", "JOBHOST_NOTIFY_POLL_S": "0.1",
+        "JOBHOST_NOTIFY_ALLOW_CIDRS": "127.0.0.1/32", "JOBHOST_NOTIFY_ALLOW_PORTS": "*",
+        "JOBHOST_NOTIFY_TIMEOUT_S": "1", "JOBHOST_NOTIFY_LEASE_S": "7.5",
+        "JOBHOST_NOTIFY_POLL_S": "0.1",
         "JOBHOST_NOTIFY_SCHEDULE": "0.3,0.3,0.3", "JOBHOST_NOTIFY_CONCURRENCY": "4",
     }  # fmt: skip
 

@@ -12,12 +12,20 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
 from host.client import Client
-from host.errors import ValidationFailed
+from host.config import Settings
+from host.errors import ConfigError, ValidationFailed
 from host.notify import store
 from host.notify.channels import close_channels, load_channels
 from host.services import Services
 from tests.helpers import running_worker, wait_until
-from tests.notify.conftest import Hit, Receiver, deliveries, running_notifier, subscribe
+from tests.notify.conftest import (
+    Hit,
+    Receiver,
+    deliveries,
+    pending_delivery,
+    running_notifier,
+    subscribe,
+)
 from webhooks.outbound.channel import Channel
 from webhooks.outbound.ssrf import Guard, parse_allow_list
 from webhooks.outbound.webhook import WebhookChannel
@@ -32,6 +40,9 @@ REFUSED = [
     "http://[fe80::1]/", "http://[::ffff:127.0.0.1]/", "http://[2002:7f00:1::]/",
     "http://[64:ff9b::7f00:1]/", "http://[fd00:ec2::254]/", "http://224.0.0.1/",
     "file:///etc/passwd", "gopher://127.0.0.1:70/", "ftp://example.com/", "http://:80/",
+    "http://[fec0::1]/", "http://[::ffff:10.0.0.1]:443/",  # site-local; mapped private
+    "http://93.184.216.34:22/", "http://93.184.216.34:6379/", "https://93.184.216.34:25/",
+    "http://93.184.216.34:0/",  # disallowed ports of a public address
 ]  # fmt: skip
 
 
@@ -43,11 +54,54 @@ def test_refused_at_subscription_time(url: str) -> None:
 
 
 def test_allow_list_admits_only_its_cidrs() -> None:
-    guard = Guard(parse_allow_list("127.0.0.1/32"))
+    guard = Guard(parse_allow_list("127.0.0.1/32"), ports=None)
     guard.check_destination_url("http://127.0.0.1:9/")
     guard.check_destination_url("http://[::ffff:127.0.0.1]:9/")  # the same address
     assert guard.refusal("127.0.0.2") == "127.0.0.2 is loopback"
     assert guard.refusal("93.184.216.34") is None  # a public address needs no allow-list
+
+
+def test_port_policy_is_configurable() -> None:
+    Guard().check_destination_url("http://93.184.216.34/")  # 80
+    Guard().check_destination_url("https://93.184.216.34:8443/")
+    with pytest.raises(ValidationFailed, match="port 6379 is not allowed"):
+        Guard().check_destination_url("http://93.184.216.34:6379/")
+    with pytest.raises(ValidationFailed, match="port 443 is not allowed"):
+        Guard(ports={80}).check_destination_url("https://93.184.216.34/")  # the scheme's port
+    assert Settings.from_env({}).allow_ports() == {80, 443, 8080, 8443}
+    anywhere = Settings.from_env({"JOBHOST_NOTIFY_ALLOW_PORTS": "*"})
+    Guard(ports=anywhere.allow_ports()).check_destination_url("http://93.184.216.34:6379/")
+    for bad in ("80,http", "0", "70000", "*,80"):
+        with pytest.raises(ConfigError, match="JOBHOST_NOTIFY_ALLOW_PORTS"):
+            Settings.from_env({"JOBHOST_NOTIFY_ALLOW_PORTS": bad})
+
+
+async def test_a_saved_url_on_a_disallowed_port_is_refused_at_send(
+    services: Services, receiver: Receiver
+) -> None:
+    # Allow-listed address, but its port is not in notify_allow_ports (as if the setting
+    # changed since the subscription was saved): refused, never retried, and no hit.
+    only_web = replace(services.settings, notify_allow_ports="80,443")
+    channel = WebhookChannel(only_web)
+    sub = await store.create_subscription(services.pool, "default", {
+        "name": "port", "events": ["run.succeeded"], "channel": "webhook",
+        "destination": {"url": receiver.url("/canary")}, "secret": None,
+    })  # fmt: skip
+    await pending_delivery(services, sub["id"], "msg_port")
+    try:
+        async with running_notifier(services, {"webhook": channel}):
+
+            async def settled() -> bool:
+                (row,) = await deliveries(services, sub["id"])
+                return bool(row["state"] != "pending")
+
+            await wait_until(settled, timeout_s=10)
+    finally:
+        await channel.aclose()
+    (row,) = await deliveries(services, sub["id"])
+    assert row["state"] == "failed" and [a["status"] for a in row["attempt_log"]] == ["refused"]
+    assert "is not allowed (JOBHOST_NOTIFY_ALLOW_PORTS: 80,443)" in row["last_error"]
+    assert receiver.hits == []
 
 
 async def test_api_refuses_and_names_the_field(

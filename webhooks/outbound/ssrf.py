@@ -2,10 +2,12 @@
 
 A webhook URL comes from a tenant, so without a guard it could make the notifier call the cloud
 metadata service or an internal admin port on the tenant's behalf. The guard refuses, unless an
-allow-list CIDR admits the address: loopback, private, link-local, multicast, unspecified,
-shared (CGNAT 100.64/10), reserved and the metadata addresses, also when spelled as an
-IPv4-mapped, 6to4, NAT64 or Teredo IPv6 address; schemes other than http(s); and the odd IPv4
-spellings (`127.1`, `2130706433`, `0x7f000001`, `0177.0.0.1`) that resolvers read differently.
+allow-list CIDR admits the address: loopback, private, link-local, site-local (fec0::/10),
+multicast, unspecified, shared (CGNAT 100.64/10), reserved and the metadata addresses, also when
+spelled as an IPv4-mapped, 6to4, NAT64 or Teredo IPv6 address; schemes other than http(s);
+the odd IPv4 spellings (`127.1`, `2130706433`, `0x7f000001`, `0177.0.0.1`) that resolvers read
+differently; and ports outside `notify_allow_ports` (80, 443, 8080, 8443 by default: fault
+matrix O1's "disallowed port").
 
 Checks happen three times: when a subscription is saved (the URL and what its name resolves to
 then), before each send (the same, with the resolver the connection will use), and at connect
@@ -78,6 +80,7 @@ def _why(addr: IPAddress) -> str | None:
         (addr.is_unspecified, "unspecified"),
         (addr.is_loopback, "loopback"),
         (addr.is_link_local, "link-local"),
+        (isinstance(addr, ipaddress.IPv6Address) and addr.is_site_local, "site-local (fec0::/10)"),
         (addr.is_multicast, "multicast"),
         (isinstance(addr, ipaddress.IPv4Address) and addr in _CGNAT, "shared (CGNAT 100.64/10)"),
         (addr.is_private, "private"),
@@ -90,11 +93,29 @@ def _why(addr: IPAddress) -> str | None:
     return None
 
 
-class Guard:
-    """The SSRF policy with its allow-list (`notify_allow_cidrs`)."""
+#: Default ports a URL may name (notify_allow_ports): the web's, and their usual alternates.
+DEFAULT_PORTS = frozenset({80, 443, 8080, 8443})
 
-    def __init__(self, allow: Iterable[IPNetwork] = ()) -> None:
+
+class Guard:
+    """The SSRF policy with its allow-list (`notify_allow_cidrs`) and the ports a URL may use
+    (`notify_allow_ports`; None: any), so a tenant cannot reach e.g. a public Redis or SMTP
+    port through us."""
+
+    def __init__(
+        self, allow: Iterable[IPNetwork] = (), ports: Iterable[int] | None = DEFAULT_PORTS
+    ) -> None:
         self.allow = tuple(allow)
+        self.ports = None if ports is None else frozenset(ports)
+
+    def port_refusal(self, port: int) -> str | None:
+        """Why a URL may not use `port`, or None."""
+        if port == 0:
+            return "port 0 is not allowed"
+        if self.ports is not None and port not in self.ports:
+            shown = ",".join(str(p) for p in sorted(self.ports))
+            return f"port {port} is not allowed (JOBHOST_NOTIFY_ALLOW_PORTS: {shown})"
+        return None
 
     def refusal(self, address: str) -> str | None:
         """Why connecting to `address` (an IP, maybe with a %zone) is refused, or None."""
@@ -124,8 +145,10 @@ class Guard:
         host = (parts.hostname or "").rstrip(".").lower()
         if not host:
             raise Refused(f"{url!r} has no host")
-        if port == 0:
-            raise Refused("port 0 is not allowed")
+        default = 443 if parts.scheme.lower() == "https" else 80
+        why_port = self.port_refusal(default if port is None else port)
+        if why_port:
+            raise Refused(why_port)
         if host in METADATA_NAMES:
             raise Refused(f"{host} is a cloud metadata service")
         literal = _literal(host)
@@ -150,7 +173,7 @@ class Guard:
         to connect to, after every resolution, then makes the socket."""
         family, type_, proto, _, sockaddr = addr_info
         assert isinstance(sockaddr, tuple)
-        why = self.refusal(str(sockaddr[0]))
+        why = self.refusal(str(sockaddr[0])) or self.port_refusal(int(sockaddr[1]))
         if why:
             raise Refused(f"connection refused by the SSRF guard: {why}")
         return socket.socket(family, type_, proto)  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+import re
 import secrets
 import socket
 import time
@@ -32,6 +33,7 @@ from aiohttp.abc import AbstractResolver
 
 from host import hookimpl
 from host.config import Settings
+from host.errors import FieldError, ValidationFailed
 from webhooks.outbound.channel import Channel, Delivery, SendResult
 from webhooks.outbound.ssrf import Guard, Refused, parse_allow_list
 
@@ -42,6 +44,13 @@ USER_AGENT = "jobhost-webhooks/1"
 #: Longest Retry-After honoured (a receiver cannot park a delivery for weeks).
 MAX_RETRY_AFTER_S = 86400.0
 
+#: Header names a subscription may not set (case-insensitive): they frame the request or carry
+#: our signature. A `webhook-` prefix is ours too.
+RESERVED_HEADERS = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "content-type"}
+)
+RESERVED_PREFIX = "webhook-"
+
 DESTINATION_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["url"],
@@ -51,8 +60,13 @@ DESTINATION_SCHEMA: dict[str, Any] = {
         "headers": {
             "type": "object",
             "maxProperties": 20,
-            "propertyNames": {"pattern": "^[A-Za-z0-9][A-Za-z0-9-]{0,63}$"},
-            "additionalProperties": {"type": "string", "maxLength": 1024},
+            # RFC 7230 token names; values without CR, LF or other control characters
+            "propertyNames": {"pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$"},
+            "additionalProperties": {
+                "type": "string",
+                "maxLength": 1024,
+                "pattern": "^[^\\r\\n\\x00-\\x1f\\x7f]*$",
+            },
         },
     },
 }
@@ -93,13 +107,14 @@ class WebhookChannel:
 
     def __init__(self, settings: Settings, *, resolver: AbstractResolver | None = None) -> None:
         self.timeout_s = settings.notify_timeout_s
-        self.guard = Guard(parse_allow_list(settings.notify_allow_cidrs))
+        self.guard = Guard(parse_allow_list(settings.notify_allow_cidrs), settings.allow_ports())
         self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
 
     def check_destination(self, destination: Mapping[str, Any]) -> None:
         """The SSRF guard on the URL and on what its name resolves to now (blocking: the API
         calls this in a thread)."""
+        check_headers(destination.get("headers") or {})
         self.guard.check_destination_url(str(destination["url"]))
 
     def digest_key(self, delivery: Delivery) -> str | None:
@@ -139,6 +154,12 @@ class WebhookChannel:
         except aiohttp.ClientError as exc:
             return SendResult(ok=False, status="error", error=f"{type(exc).__name__}: {exc}",
                               latency_ms=_ms(started))  # fmt: skip
+        except ValueError as exc:  # a request aiohttp cannot write (a header saved before checks)
+            return SendResult(ok=False, retry=False, status="error", latency_ms=_ms(started),
+                              error=f"cannot send: {type(exc).__name__}: {exc}")  # fmt: skip
+        except Exception as exc:  # one bad send is a failed attempt, not a traceback per retry
+            return SendResult(ok=False, status="error", error=f"{type(exc).__name__}: {exc}",
+                              latency_ms=_ms(started))  # fmt: skip
 
     async def _check_resolution(self, url: str) -> None:
         """Refused before any connection when the URL or a resolved address is refused."""
@@ -164,8 +185,8 @@ class WebhookChannel:
     def _headers(self, delivery: Delivery, body: bytes) -> dict[str, str]:
         extra = delivery.destination.get("headers") or {}
         now = int(time.time())
-        headers = {str(k): str(v) for k, v in extra.items()}
-        headers.update({
+        headers = {str(k): str(v) for k, v in extra.items() if not _reserved(str(k))}
+        headers.update({  # ours last, so they win whatever a subscription saved
             "content-type": "application/json",
             "user-agent": USER_AGENT,
             "webhook-id": delivery.event_id,
@@ -215,6 +236,31 @@ class WebhookChannel:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _reserved(name: str) -> bool:
+    lower = name.lower()
+    return lower in RESERVED_HEADERS or lower.startswith(RESERVED_PREFIX)
+
+
+def check_headers(headers: Mapping[str, Any]) -> None:
+    """ValidationFailed (422) naming each custom header that would reframe the request or
+    forge our signature headers."""
+    errors = []
+    for name, value in headers.items():
+        where = f"/destination/headers/{name}"
+        if _reserved(str(name)):
+            errors.append(FieldError(where, f"header {name!r} is reserved and set by jobhost"))
+        elif not _TOKEN.fullmatch(str(name)) or _CONTROL.search(str(value)):
+            # the schema's patterns, again: a JSON Schema `$` also matches before a final \n
+            errors.append(FieldError(where, f"header {name!r}: a token name and a value "
+                                            "without control characters (CR, LF...)"))  # fmt: skip
+    if errors:
+        raise ValidationFailed("destination headers", errors)
 
 
 def _ms(started: float) -> float:
