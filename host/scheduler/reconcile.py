@@ -70,9 +70,11 @@ async def reenqueue_unknown(
     older_than_s: float,
     still_leader: Callable[[], bool] = lambda: True,
     batch: int = BATCH,
+    counted: Callable[[int], None] = lambda n: None,
 ) -> int:
     """Enqueue every active run created at least `older_than_s` ago that Redis does not know;
-    returns how many were enqueued. Stops early when `still_leader()` turns false."""
+    returns how many were enqueued. Stops early when `still_leader()` turns false. `counted`
+    hears each batch's count as it lands, so a pass cut short by an error is still counted."""
     pool, queue = services.pool, services.queue
     after: str | None = None
     enqueued = 0
@@ -91,6 +93,7 @@ async def reenqueue_unknown(
             runs = await run_store.active_runs(pool, unknown)
             skipped = await queue.enqueue([queued_run(r, services.registry) for r in runs])
             enqueued += len(runs) - len(skipped)
+            counted(len(runs) - len(skipped))
         if len(ids) < batch:
             break
     if enqueued:
@@ -99,7 +102,10 @@ async def reenqueue_unknown(
 
 
 async def rebuild_if_lost(
-    services: Services, epoch: int, still_leader: Callable[[], bool] = lambda: True
+    services: Services,
+    epoch: int,
+    still_leader: Callable[[], bool] = lambda: True,
+    counted: Callable[[int], None] = lambda n: None,
 ) -> int | None:
     """When the generation marker is missing, rebuild Redis from PostgreSQL; returns the runs
     enqueued, or None when Redis still has its data."""
@@ -108,7 +114,9 @@ async def rebuild_if_lost(
     started = time.monotonic()
     await mark_generation(services, epoch)
     try:
-        count = await reenqueue_unknown(services, older_than_s=0.0, still_leader=still_leader)
+        count = await reenqueue_unknown(
+            services, older_than_s=0.0, still_leader=still_leader, counted=counted
+        )
     except BaseException:
         # Not rebuilt after all: drop the marker so the next tick tries the whole rebuild again
         # (if Redis is unreachable the marker is gone with it anyway).

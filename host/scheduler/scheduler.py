@@ -149,12 +149,17 @@ class Scheduler:
             for waiter in waiters:
                 waiter.cancel()
 
+    def _count_rebuilt(self, n: int) -> None:
+        self.stats.rebuilt += n
+
+    def _count_swept(self, n: int) -> None:
+        self.stats.swept += n
+
     async def tick(self, term: Term) -> float:
         """One round of leader work; returns how long to sleep before the next."""
         services = self.services
         still = self._still_leader(term)
-        rebuilt = await reconcile.rebuild_if_lost(services, term.epoch, still)
-        self.stats.rebuilt += rebuilt or 0
+        await reconcile.rebuild_if_lost(services, term.epoch, still, counted=self._count_rebuilt)
         while still() and await self.fire_due(term) >= FIRE_BATCH:
             pass
         if not still():
@@ -166,9 +171,10 @@ class Scheduler:
         now = time.monotonic()
         if now - self._last_sweep >= self.settings.sweep_interval_s:
             self._last_sweep = now
-            self.stats.swept += await reconcile.reenqueue_unknown(
-                services, older_than_s=self.settings.sweep_age_s, still_leader=still
-            )
+            await reconcile.reenqueue_unknown(
+                services, older_than_s=self.settings.sweep_age_s, still_leader=still,
+                counted=self._count_swept,
+            )  # fmt: skip
         if now - self._last_prune >= RETENTION_INTERVAL_S:
             self._last_prune = now
             self.stats.pruned += await retention.prune(
