@@ -174,10 +174,10 @@ _TRIGGER = _obj(
         "created_at": _TIME,
         "updated_at": _TIME,
         "refusals_not_logged": {
-            "type": "integer",
+            "type": ["integer", "null"],
             "minimum": 0,
             "description": "refusals answered but, past the refusal log's bucket, not "
-            "logged (counted in Redis)",
+            "logged (counted in Redis; null while Redis is unreachable)",
         },
     },
 )

@@ -21,8 +21,12 @@ import stripe
 from aiohttp.test_utils import TestClient, TestServer
 
 from host.api.app import create_app
+from host.config import Settings
+from host.registry import Registry
 from host.services import Services, open_services
+from host.store import apikeys
 from tests.api.conftest import Api, error_of
+from tests.conftest import PrivateRedis
 from tests.test_webhooks_inbound import (
     GITHUB_PAYLOAD,
     GITHUB_SECRET,
@@ -432,3 +436,19 @@ async def test_a_deeply_nested_signed_event_is_400_malformed_and_logged(
     body = '{"d":' + "[" * 100 + "]" * 100 + "}"  # deep but within the limit: a run
     assert (await api.post(t["path"], data=body, headers=standard(body, "ok"))).status == 202
     assert await queued(services) == (1, 1)
+
+
+async def test_with_redis_down_refusals_are_still_answered_and_logged(
+    settings: Settings, registry: Registry, private_redis: PrivateRedis, aiohttp_client: Any
+) -> None:
+    local = settings.with_urls(settings.database_url or "", private_redis.url)
+    async with open_services(local, registry) as svc:
+        api = await aiohttp_client(create_app(svc))
+        key, _ = await apikeys.create_key(svc.pool, "acme", ["write"])
+        admin = {"Authorization": f"Bearer {key}"}
+        t = await make(api, admin)
+        private_redis.stop()
+        await error_of(await api.post(t["path"], data=b"x", headers={}), 401)
+        assert [d["reason"] for d in await deliveries(api, admin)] == ["bad_signature"]
+        shown = await api.get("/api/v1/triggers/t", headers=admin)
+        assert shown.status == 200 and (await shown.json())["refusals_not_logged"] is None

@@ -43,11 +43,15 @@ class HookBuckets:
             return True
         return False
 
-    async def unlogged(self, trigger_ids: list[str]) -> list[int]:
-        """How many of each trigger's refusals were answered but not logged."""
+    async def unlogged(self, trigger_ids: list[str]) -> list[int | None]:
+        """How many of each trigger's refusals were answered but not logged; None when Redis
+        cannot say (the trigger is still shown)."""
         if not trigger_ids:
             return []
-        counts = await self._redis.hmget(self.unlogged_key, trigger_ids)
+        try:
+            counts = await self._redis.hmget(self.unlogged_key, trigger_ids)
+        except RedisError:
+            return [None] * len(trigger_ids)
         return [int(c or 0) for c in counts]
 
     async def _take(self, field: str, rate_per_s: float, size: int) -> float:
