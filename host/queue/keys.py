@@ -68,6 +68,10 @@ class Keys:
         #: HASH trigger id -> "tokens|updated_ms": inbound webhook triggers' token buckets.
         self.hook_buckets = self.prefix + "hook:buckets"
 
+    def worker_wake(self, worker_id: str) -> str:
+        """LIST: a token here ends one worker's idle wait (its own shutdown), not another's."""
+        return self.prefix + "wake:" + worker_id
+
     def ready(self, job_type: str, lane: str = "default") -> str:
         """ZSET run id -> score (priority, then FIFO): the ready queue of one lane of a type.
 
