@@ -31,7 +31,7 @@ from host.errors import (
 )
 from host.jobtypes import JobType, ResolvedType
 from host.policy import Policy, merge_policy
-from host.schemas import compile_validator, load_schema, payload_errors
+from host.schemas import compile_validator, load_schema, payload_errors, quick_accept
 
 ENTRY_POINT_GROUP = "jobhost.plugins"
 
@@ -103,6 +103,7 @@ class Registry:
             name: compile_validator(t.schema, plugin=t.plugin, file=t.source)
             for name, t in types.items()
         }
+        self._quick = {name: quick_accept(t.schema) for name, t in types.items()}
         #: Whether any plugin observes run lifecycle events (skips the hook calls otherwise).
         self.observes_runs = bool(
             pm.hook.jobhost_run_finished.get_hookimpls() or pm.hook.jobhost_run_dead.get_hookimpls()
@@ -116,6 +117,9 @@ class Registry:
 
     def validate(self, name: str, payload: Any) -> None:
         """Raise ValidationFailed, naming each failing path, if `payload` does not fit the type."""
+        quick = self._quick.get(name)
+        if quick is not None and quick(payload):
+            return
         validator = self._validators.get(name)
         if validator is None:
             raise UnknownJobType(name)

@@ -6,7 +6,7 @@ A schema without `$schema` is read as JSON Schema 2020-12. Validators are built 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,31 @@ from jsonschema.protocols import Validator
 from host.errors import FieldError, SchemaError
 
 _DEFAULT_DRAFT = jsonschema.Draft202012Validator
+#: Keywords that never reject a payload: identifiers and annotations.
+_ANNOTATIONS = frozenset(
+    {"$schema", "$id", "$comment", "title", "description", "default", "examples", "deprecated"}
+)
+
+
+def _is_object(payload: Any) -> bool:
+    return isinstance(payload, dict)
+
+
+def _anything(payload: Any) -> bool:
+    return True
+
+
+def quick_accept(schema: Mapping[str, Any]) -> Callable[[Any], bool] | None:
+    """A check that accepts payloads without jsonschema, for a schema whose only constraint is
+    `"type": "object"` (or none): jsonschema costs about 3 µs per payload even then, a third of
+    a producer's Python time per run. It only ever accepts, as the schema would; a payload it
+    does not accept goes to the full validator, which names the errors. None: no shortcut."""
+    constraints = {k: v for k, v in schema.items() if k not in _ANNOTATIONS}
+    if not constraints:
+        return _anything
+    if constraints == {"type": "object"}:
+        return _is_object
+    return None
 
 
 def load_schema(

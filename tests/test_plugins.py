@@ -663,6 +663,9 @@ def validating(make_module: MakeModule) -> Registry:
             '[{"type": "integer"}, {"type": "string"}]}}}),'
             'JobType("v.draft7", handle, {"$schema": "http://json-schema.org/draft-07/schema#",'
             ' "properties": {"pair": {"items": [{"type": "integer"}, {"type": "string"}]}}}),'
+            'JobType("v.object", handle, {"title": "any object", "type": "object"}),'
+            'JobType("v.any", handle, {"description": "anything"}),'
+            'JobType("v.closed", handle, {"type": "object", "additionalProperties": False}),'
             "]",
             imports=f"STRICT = {STRICT!r}",
         )
@@ -694,6 +697,17 @@ def test_payload_errors_at_the_root(validating: Registry) -> None:
     assert "'email' is a required property" in messages
     assert "'extra' was unexpected" in messages
     assert errors_of(validating, "v.strict", ["not", "an", "object"])[0].path == ""
+
+
+def test_object_only_schemas_accept_objects_and_still_name_what_fails(validating: Registry) -> None:
+    # such schemas skip jsonschema for a payload that fits (host.schemas.quick_accept)
+    validating.validate("v.object", {"any": ["thing"]})
+    validating.validate("v.any", ["a", "list"])
+    validating.validate("v.any", None)
+    errors = errors_of(validating, "v.object", ["a", "list"])
+    assert [(e.path, e.message) for e in errors] == [("", "['a', 'list'] is not of type 'object'")]
+    assert [e.path for e in errors_of(validating, "v.closed", {"extra": 1})] == [""]
+    validating.validate("v.closed", {})
 
 
 def test_validation_failed_message_lists_every_path(validating: Registry) -> None:

@@ -235,3 +235,51 @@ async def test_scripts_reload_after_redis_forgets_them(queue: Queue, redis: Redi
     await redis.script_flush()
     await queue.enqueue([run("r2")])
     assert await ids(queue) == ["r1", "r2"]
+
+
+# -- wait_and_claim (an idle worker's one round trip: BLPOP, then the claim) ---------------------
+
+
+async def test_wait_and_claim_wakes_on_an_enqueue_and_claims_it(queue: Queue) -> None:
+    waiting = asyncio.create_task(queue.wait_and_claim("w1", ["a"], 10, 30_000, 30.0))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    await queue.enqueue([run("r1"), run("r2")])
+    claimed = await asyncio.wait_for(waiting, 10)
+    assert [lease.id for lease in claimed.leases] == ["r1", "r2"]
+    assert [lease.token for lease in claimed.leases] == ["w1:1", "w1:1"]
+    assert await queue.redis.llen(queue.keys.wake) == 0  # the token was taken, not left
+
+
+async def test_wait_and_claim_claims_after_the_timeout_too(queue: Queue) -> None:
+    empty = await queue.wait_and_claim("w1", ["a"], 10, 30_000, 0.01)
+    assert empty.leases == []
+    await queue.enqueue([run("r1")])
+    await queue.redis.delete(queue.keys.wake)  # a run whose wake token another worker took
+    claimed = await queue.wait_and_claim("w1", ["a"], 10, 30_000, 0.01)
+    assert [lease.id for lease in claimed.leases] == ["r1"]
+
+
+async def test_interrupt_wait_ends_only_that_workers_wait(queue: Queue) -> None:
+    mine = asyncio.create_task(queue.wait_and_claim("w1", ["a"], 10, 30_000, 30.0))
+    other = asyncio.create_task(queue.wait_and_claim("w2", ["a"], 10, 30_000, 30.0))
+    await asyncio.sleep(0.05)
+    await queue.interrupt_wait("w1")
+    assert (await asyncio.wait_for(mine, 10)).leases == []
+    await asyncio.sleep(0.05)
+    assert not other.done()
+    await queue.enqueue([run("r1")])
+    assert [lease.id for lease in (await asyncio.wait_for(other, 10)).leases] == ["r1"]
+
+
+@pytest.mark.skipif(
+    bool(os.environ.get("JOBHOST_TEST_REDIS_URL")),
+    reason="SCRIPT FLUSH runs only on the suite's own Redis, never a shared one",
+)
+async def test_wait_and_claim_reloads_the_claim_script_after_redis_forgets_it(
+    queue: Queue, redis: Redis
+) -> None:
+    await queue.enqueue([run("r1")])
+    await redis.script_flush()
+    claimed = await queue.wait_and_claim("w1", ["a"], 10, 30_000, 1.0)
+    assert [lease.id for lease in claimed.leases] == ["r1"]

@@ -326,3 +326,27 @@ async def test_a_stopping_worker_gives_up_on_an_unreachable_database(
 
 async def _all_in_flight(services: Services, n: int) -> bool:
     return (await services.queue.totals())["in_flight"] >= n
+
+
+async def test_an_idle_worker_picks_up_a_run_at_once_and_stops_without_waiting_out_its_wait(
+    client: Client, services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("host.worker.worker.IDLE_WAIT_S", 120.0)  # no timeout to rescue it,
+    monkeypatch.setattr("host.worker.worker.STOP_WAIT_S", 120.0)  # nor a cancel
+    stop = asyncio.Event()
+    worker = Worker(services, concurrency=2, types=["noop"])
+    task = asyncio.create_task(worker.run(stop))
+    await wait_until(lambda: _idle(worker), 10)
+    run = await client.enqueue("noop", {})  # woken by the enqueue's token, not by a timeout
+    await wait_until(lambda: _state(client, run.id, "succeeded"), 20)
+    await wait_until(lambda: _idle(worker), 10)
+    stop.set()
+    await asyncio.wait_for(task, 10)  # the stop ends the blocked wait (before the socket timeout)
+    assert await services.redis.zcard(services.queue.keys.inflight) == 0
+    later = await client.enqueue("noop", {})
+    assert (await client.get(later.id))["state"] == "queued"
+    assert await services.redis.zscore(services.queue.keys.ready("noop"), later.id) is not None
+
+
+async def _idle(worker: Worker) -> bool:
+    return worker._claimer_idle

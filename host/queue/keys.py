@@ -71,6 +71,10 @@ class Keys:
         #: refusal log's bucket, "<trigger id>|refused" in hook_buckets).
         self.hook_unlogged = self.prefix + "hook:unlogged"
 
+    def worker_wake(self, worker_id: str) -> str:
+        """LIST: a token here ends one worker's idle wait (its own shutdown), not another's."""
+        return self.prefix + "wake:" + worker_id
+
     def ready(self, job_type: str, lane: str = "default") -> str:
         """ZSET run id -> score (priority, then FIFO): the ready queue of one lane of a type.
 

@@ -11,9 +11,13 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from host.queue.keys import Keys
 from host.queue.scripts import Scripts
+
+#: How long a token that ends a worker's wait stays if that worker does not take it.
+WORKER_WAKE_TTL_MS = 10_000
 
 
 @dataclass(slots=True)
@@ -91,6 +95,14 @@ class Queue:
         )
         return [_text(x) for x in out[1:]]
 
+    def _claim_call(
+        self, worker_id: str, types: Sequence[str], limit: int, lease_ms: int, promote_limit: int
+    ) -> tuple[list[str], list[Any]]:
+        k = self.keys
+        keys = [k.inflight, k.env, k.att, k.owner, k.delayed, k.meta, k.wake]
+        keys += [k.limits, k.buckets, k.active, k.throttled, k.ring]
+        return keys, [k.prefix, limit, lease_ms, worker_id, promote_limit, *types]
+
     async def claim(
         self,
         worker_id: str,
@@ -100,12 +112,44 @@ class Queue:
         promote_limit: int = 1000,
     ) -> ClaimResult:
         """Lease up to `limit` runs of `types`, highest priority first."""
-        k = self.keys
-        keys = [k.inflight, k.env, k.att, k.owner, k.delayed, k.meta, k.wake]
-        keys += [k.limits, k.buckets, k.active, k.throttled, k.ring]
-        out = await self._scripts.call(
-            "claim", keys, [k.prefix, limit, lease_ms, worker_id, promote_limit, *types]
-        )
+        keys, args = self._claim_call(worker_id, types, limit, lease_ms, promote_limit)
+        return self._claimed(worker_id, await self._scripts.call("claim", keys, args))
+
+    async def wait_and_claim(
+        self,
+        worker_id: str,
+        types: Sequence[str],
+        limit: int,
+        lease_ms: int,
+        timeout_s: float,
+        promote_limit: int = 1000,
+    ) -> ClaimResult:
+        """Block until a wake token (or `timeout_s`), then claim as `claim` does, in one round
+        trip: BLPOP and the claim script go out together on one connection, and Redis runs the
+        claim the moment the BLPOP returns (an idle worker's pickup saves the claim's own round
+        trip). `worker_wake(worker_id)` ends the wait early (a stopping worker); the claim
+        still runs, so its leases must be handled (or released) as any claim's."""
+        keys, args = self._claim_call(worker_id, types, limit, lease_ms, promote_limit)
+        wait = [self.keys.wake, self.keys.worker_wake(worker_id)]
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.blpop(wait, timeout=max(timeout_s, 0.001))
+        pipe.evalsha(self._scripts.sha("claim"), len(keys), *keys, *args)
+        _, out = await pipe.execute(raise_on_error=False)
+        if isinstance(out, NoScriptError):  # Redis restarted or flushed its scripts
+            out = await self._scripts.call("claim", keys, args)
+        elif isinstance(out, Exception):
+            raise out
+        return self._claimed(worker_id, out)
+
+    async def interrupt_wait(self, worker_id: str) -> None:
+        """End a `wait_and_claim` of this worker now (the token expires if nobody takes it)."""
+        key = self.keys.worker_wake(worker_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.lpush(key, 1)
+        pipe.pexpire(key, WORKER_WAKE_TTL_MS)
+        await pipe.execute()
+
+    def _claimed(self, worker_id: str, out: list[Any]) -> ClaimResult:
         leases = []
         for i in range(2, len(out), 3):
             attempt = int(out[i + 1])

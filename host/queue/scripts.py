@@ -55,6 +55,10 @@ class Scripts:
             name: redis.register_script(script_source(name)) for name in SCRIPT_NAMES
         }
 
+    def sha(self, name: str) -> str:
+        """The SHA1 of script `name`, for EVALSHA in a pipeline (the caller handles NOSCRIPT)."""
+        return str(self._scripts[name].sha)
+
     async def call(self, name: str, keys: list[str], args: list[Any]) -> Any:
         """Run script `name` by SHA (loading it if Redis does not know it)."""
         return await self._scripts[name](keys=keys, args=args)

@@ -2,7 +2,8 @@
 results in batches: PostgreSQL first (the truth), then Redis (ack, retry).
 
 Tasks and how they overlap:
-  claimer    one Lua claim for up to `claim_batch` runs; sleeps on the wake list when idle
+  claimer    one Lua claim for up to `claim_batch` runs; when idle, BLPOP on the wake list and
+             the claim pipelined in one round trip (Redis claims as the BLPOP returns)
   runners    `concurrency` tasks, each running one handler at a time, inline
   finisher   coalesces finished attempts; one PostgreSQL statement and one Lua call per flush
   marker     marks runs still running after START_MARK_AFTER_S as running in PostgreSQL
@@ -29,7 +30,7 @@ import orjson
 from host import limits
 from host.backoff import after_failure
 from host.errors import JobhostError
-from host.queue.queue import Lease
+from host.queue.queue import ClaimResult, Lease
 from host.services import Services
 from host.states import Outcome, RunState
 from host.store import runs as run_store
@@ -43,6 +44,8 @@ START_MARK_AFTER_S = 0.2
 #: Longest an idle worker blocks on the wake list before claiming again (a safety net: enqueues,
 #: retries and reaps push wake tokens, and claims report when the next delayed run is due).
 IDLE_WAIT_S = 5.0
+#: How long a stopping worker waits for its idle claimer's wait to end before cancelling it.
+STOP_WAIT_S = 2.0
 #: How long past its grace period a stopping worker keeps retrying writes that fail.
 ABANDON_AFTER_S = 10.0
 #: With the default (adaptive) prefetch, a worker holds about this much work ahead of its
@@ -216,10 +219,7 @@ class Worker:
         self._stopping = True
         self._abandon_at = time.monotonic() + self.settings.shutdown_grace_s + ABANDON_AFTER_S
         self._slot_free.set()  # a claimer waiting for a free slot looks again and stops
-        if self._claimer_idle:
-            claimer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await claimer
+        await self._stop_claimer(claimer)
         unstarted = [item for item in self._ready.take_all() if item is not None]
         self._slots -= len(unstarted)
         await self._release(unstarted)
@@ -244,6 +244,7 @@ class Worker:
 
     async def _claimer(self) -> None:
         errors = 0
+        idle_s: float | None = None  # after an empty claim: how long to wait for a wake token
         while not self._stopping:
             if self.prefetch is None:
                 self._adapt_capacity()
@@ -256,15 +257,19 @@ class Worker:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
+            limit = min(free, self.claim_batch)
             try:
-                claimed = await self.queue.claim(
-                    self.id, self.types, min(free, self.claim_batch), self.lease_ms
-                )
+                if idle_s is None:
+                    claimed = await self.queue.claim(self.id, self.types, limit, self.lease_ms)
+                else:  # the last claim found nothing: wait for a wake token, then claim
+                    claimed = await self._wait_and_claim(limit, idle_s)
                 errors = 0
             except Exception as exc:  # Redis down: back off, do not spin
                 errors += 1
+                idle_s = None
                 await self._pause_after_error("claim", exc, errors)
                 continue
+            idle_s = None
             if claimed.leases:
                 self.stats.claimed += len(claimed.leases)
                 for lease in claimed.leases:
@@ -274,7 +279,6 @@ class Worker:
                 continue
             due_s = claimed.next_due_ms / 1000
             idle_s = IDLE_WAIT_S if due_s < 0 else min(IDLE_WAIT_S, due_s)
-            await self._idle(idle_s)
 
     def _adapt_capacity(self) -> None:
         """Adaptive prefetch: hold about PREFETCH_HORIZON_S of work at the recent finishing
@@ -289,14 +293,32 @@ class Worker:
         ahead = int(self._rate * PREFETCH_HORIZON_S)
         self.capacity = self.concurrency + max(self.concurrency, min(ahead, self.claim_batch))
 
-    async def _idle(self, timeout_s: float) -> None:
+    async def _wait_and_claim(self, limit: int, timeout_s: float) -> ClaimResult:
+        """Idle: one round trip that waits for a wake token and then claims (see
+        Queue.wait_and_claim); a stopping worker ends the wait with `interrupt_wait`."""
         self._claimer_idle = True
         try:
-            await self.queue.wait_for_work(timeout_s)
-        except Exception as exc:
-            await self._pause_after_error("wait", exc, 1)
+            return await self.queue.wait_and_claim(
+                self.id, self.types, limit, self.lease_ms, timeout_s
+            )
         finally:
             self._claimer_idle = False
+
+    async def _stop_claimer(self, claimer: asyncio.Task[None]) -> None:
+        """End an idle claimer's wait by its own wake token, so a claim already on its way
+        comes back and its leases are handed back with the other unstarted runs; cancel it
+        only if Redis does not answer (leases claimed meanwhile then expire and are reaped)."""
+        if self._claimer_idle:
+            try:
+                await asyncio.wait_for(self.queue.interrupt_wait(self.id), STOP_WAIT_S)
+            except Exception as exc:
+                log.warning("cannot end the idle claim wait (%s); cancelling it", exc)
+                claimer.cancel()
+        done, _ = await asyncio.wait([claimer], timeout=STOP_WAIT_S)
+        if not done:
+            claimer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await claimer
 
     async def _pause_after_error(self, what: str, exc: Exception, errors: int) -> None:
         delay = min(5.0, 0.1 * 2 ** min(errors, 6))
