@@ -1,4 +1,4 @@
-"""Inbound webhook triggers (signature schemes, replay protection) and outbound delivery.
-
-Filled in by the API and notification work; the package exists now so the layout is fixed.
+"""Webhooks both ways: inbound triggers (`webhooks.inbound`: signature schemes, payload
+mapping, rate limits) and outbound notification channels (`webhooks.outbound`: the channel
+contract, the signed webhook channel with its SSRF guard, the email channel).
 """
