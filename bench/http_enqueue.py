@@ -43,21 +43,23 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def drive(
-    session: aiohttp.ClientSession, url: str, bodies: list[Any], concurrency: int
+    session: aiohttp.ClientSession, url: str, requests: list[dict[str, Any]], concurrency: int
 ) -> tuple[float, list[float]]:
-    """POST every body with `concurrency` calls in flight; (elapsed s, per-call latencies)."""
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-    for body in bodies:
-        queue.put_nowait(body)
+    """POST every request (`session.post` keyword arguments: json=, or data= and headers=)
+    with `concurrency` calls in flight; each must be accepted as new (202, not a replay).
+    (elapsed s, per-call latencies)."""
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    for request in requests:
+        queue.put_nowait(request)
     latencies: list[float] = []
 
     async def client() -> None:
         while not queue.empty():
-            body = queue.get_nowait()
+            request = queue.get_nowait()
             started = time.perf_counter()
-            async with session.post(url, json=body) as r:
-                await r.read()
-                assert r.status == 202, await r.text()
+            async with session.post(url, **request) as r:
+                answer = await r.json()
+                assert r.status == 202 and answer.get("created", True), answer
             latencies.append(time.perf_counter() - started)
 
     started = time.perf_counter()
@@ -69,12 +71,12 @@ async def measure(args: argparse.Namespace, base: str, key: str) -> list[dict[st
     headers = {"Authorization": f"Bearer {key}"}
     run = {"type": "noop", "payload": {}}
     async with aiohttp.ClientSession(headers=headers) as session:
-        await drive(session, f"{base}/api/v1/runs", [run] * 200, args.concurrency)  # warm up
+        await drive(session, f"{base}/api/v1/runs", [{"json": run}] * 200, args.concurrency)
         single_s, single = await drive(
-            session, f"{base}/api/v1/runs", [run] * args.runs, args.concurrency
+            session, f"{base}/api/v1/runs", [{"json": run}] * args.runs, args.concurrency
         )
         calls = max(1, args.runs // args.batch)
-        batches = [{"runs": [run] * args.batch}] * calls
+        batches = [{"json": {"runs": [run] * args.batch}}] * calls
         batch_s, batch = await drive(
             session, f"{base}/api/v1/runs/batch", batches, max(1, args.concurrency // 4)
         )
@@ -100,26 +102,15 @@ async def drive_hooks(
     async with session.post(f"{base}/api/v1/triggers", json=body) as r:
         assert r.status == 201, await r.text()
         url = base + (await r.json())["path"]
-    payload = b'{"ref":"refs/heads/main","after":"0123456789abcdef"}'
-    signature = "sha256=" + hmac.new(secret.encode(), payload, hashlib.sha256).hexdigest()
-    ids: asyncio.Queue[int] = asyncio.Queue()
+    # A distinct body per delivery: GitHub signs no delivery id, so the replay key is the
+    # body's hash and a repeated body would be answered as a replay, not a new run.
+    requests = []
     for i in range(n):
-        ids.put_nowait(i)
-    latencies: list[float] = []
-
-    async def client() -> None:
-        while not ids.empty():
-            headers = {"X-Hub-Signature-256": signature,
-                       "X-GitHub-Delivery": f"bench-{ids.get_nowait()}"}  # fmt: skip
-            started = time.perf_counter()
-            async with session.post(url, data=payload, headers=headers) as r:
-                await r.read()
-                assert r.status == 202, await r.text()
-            latencies.append(time.perf_counter() - started)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(concurrency)))
-    return time.perf_counter() - started, latencies
+        payload = b'{"ref":"refs/heads/main","after":"%08d"}' % i
+        signature = "sha256=" + hmac.new(secret.encode(), payload, hashlib.sha256).hexdigest()
+        headers = {"X-Hub-Signature-256": signature, "X-GitHub-Delivery": f"bench-{i}"}
+        requests.append({"data": payload, "headers": headers})
+    return await drive(session, url, requests, concurrency)
 
 
 async def run(args: argparse.Namespace, database_url: str, redis_url: str) -> int:

@@ -64,8 +64,8 @@ async def test_enqueue_leaves_one_wake_token(queue: Queue, redis: Redis) -> None
     await queue.enqueue([run("r1")])
     await queue.enqueue([run("r2")])
     assert await redis.llen(queue.keys.wake) == 1
-    assert await queue.wait_for_work(0.01) is True
-    assert await queue.wait_for_work(0.01) is False
+    assert await redis.blpop([queue.keys.wake], timeout=0.01) is not None
+    assert await redis.blpop([queue.keys.wake], timeout=0.01) is None
 
 
 # -- claim --------------------------------------------------------------------------------------

@@ -145,6 +145,8 @@ async def test_the_sweep_leaves_known_and_fresh_runs_alone(private_services: Ser
         await asyncio.sleep(0.3)
         assert scheduler.stats.swept == 0  # `fresh` is younger than sweep_age_s
         await wait_until(lambda: _swept(scheduler, 1), 10)
+        await asyncio.sleep(1.2)  # another sweep (interval 1 s) must leave both alone
+    assert scheduler.stats.swept == 1  # `fresh` once it aged; `known` never
     assert await svc.queue.known([known, fresh.id]) == {known, fresh.id}
     assert await svc.queue.totals() == {"delayed": 1, "in_flight": 0, "dying": 0, "known": 2}
 

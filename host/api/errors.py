@@ -85,9 +85,14 @@ def _details(exc: e.JobhostError) -> list[dict[str, str]]:
     return []
 
 
+def retry_after(seconds: float) -> dict[str, str]:
+    """The Retry-After header of a 429: whole seconds, at least 1."""
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}
+
+
 def _headers(exc: e.JobhostError) -> dict[str, str] | None:
     if isinstance(exc, e.RateLimited):
-        return {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+        return retry_after(exc.retry_after_s)
     if isinstance(exc, e.Unauthorized):
         return {"WWW-Authenticate": "Bearer"}
     return None

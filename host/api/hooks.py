@@ -18,14 +18,13 @@ grow the log without limit.
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from host.api.errors import error_response
+from host.api.errors import error_response, retry_after
 from host.api.routes import Route, json_response, services
 from host.api.validation import MAX_DEPTH, check_payload, nul_paths, too_deep
 from host.client import Client, RunRequest
@@ -149,7 +148,7 @@ async def _take_token(request: web.Request, trigger: Trigger, delivery_id: str) 
         raise Refusal(
             "rate_limited", 429, "rate_limited", "over this hook's rate; retry later",
             detail=f"next token in {wait_s:.3f}s", delivery_id=delivery_id,
-            headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
+            headers=retry_after(wait_s),
         )  # fmt: skip
 
 
@@ -198,7 +197,7 @@ async def _enqueue(
             "accepted" if earlier is None else "replay", 202, delivery_id, earlier or row.id,
         ))  # fmt: skip
     if earlier is not None:
-        run = await run_store.get_run(svc.pool, earlier, trigger.tenant_id)
+        run = await run_store.get_run(svc.pool, earlier, trigger.tenant_id, attempts=False)
         state = run["state"] if run else "queued"
         return _accepted(earlier, req.type if run is None else run["type"], state, delivery_id,
                          created=False)  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from host.notify.outbox import DELIVERY_STATES
 from host.states import RunState
 
 _TIME = {"type": "string", "format": "date-time"}
@@ -51,8 +52,8 @@ _JOB = _obj(
 )  # fmt: skip
 
 _COUNTS = _obj(
-    ["pending", "succeeded", "failed"],
-    {k: {"type": "integer"} for k in ("pending", "succeeded", "failed")},
+    list(DELIVERY_STATES),
+    {k: {"type": "integer"} for k in DELIVERY_STATES},
 )
 _STRINGS = {"type": "array", "items": {"type": "string"}}
 _SUBSCRIPTION = _obj(
@@ -117,7 +118,7 @@ _DELIVERY_FIELDS: dict[str, Any] = {
     "event_id": {"type": "string"},
     "event_type": {"type": "string"},
     "run_id": {"type": "string"},
-    "state": {"enum": ["pending", "succeeded", "failed"]},
+    "state": {"enum": list(DELIVERY_STATES)},
     "attempts": {"type": "integer"},
     "next_attempt_at": _TIME,
     "last_error": _OPT_STR,

@@ -18,6 +18,7 @@ from host.api.validation import body
 from host.notify import store
 from host.notify import subscriptions as subs
 from host.notify.channels import close_channels, load_channels
+from host.notify.outbox import DELIVERY_STATES, EVENTS
 from webhooks.outbound.channel import Channel
 
 #: The notification channels, loaded once per app (to check destinations).
@@ -42,7 +43,7 @@ async def list_subscriptions(request: web.Request) -> web.Response:
 
 async def create_subscription(request: web.Request) -> web.Response:
     data = await body(request)
-    data.setdefault("events", ["run.succeeded", "run.failed", "run.dead"])
+    data.setdefault("events", list(EVENTS))
     sub = await subs.create(services(request), request.app[CHANNELS], tenant(request), data)
     return json_response(sub, 201)
 
@@ -69,8 +70,8 @@ async def list_deliveries(request: web.Request) -> web.Response:
     q = request.query
     limit = _int(q.get("limit", "50"), "limit", 1, MAX_PAGE)
     state = q.get("state")
-    if state is not None and state not in _STATES:
-        raise _bad("state", f"must be one of {', '.join(_STATES)}")
+    if state is not None and state not in DELIVERY_STATES:
+        raise _bad("state", f"must be one of {', '.join(DELIVERY_STATES)}")
     found = await store.list_deliveries(
         services(request).pool, tenant(request), _id(request), limit=limit, state=state,
         before=decode_cursor(q["cursor"]) if "cursor" in q else None,
@@ -85,10 +86,9 @@ async def redeliver(request: web.Request) -> web.Response:
     return json_response(delivery, 202)
 
 
-_STATES = ("pending", "succeeded", "failed")
 _ONE = "/api/v1/subscriptions/{id}"
 _PAGE = (
-    Param("state", {"enum": list(_STATES)}, "only deliveries in this state"),
+    Param("state", {"enum": list(DELIVERY_STATES)}, "only deliveries in this state"),
     Param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 50}),
     Param("cursor", {"type": "string"}, "next_cursor of the previous page"),
 )

@@ -13,7 +13,7 @@ from host.errors import ConfigError, JobNotFound
 from host.notify import store
 from host.notify import subscriptions as subs
 from host.notify.channels import close_channels, load_channels
-from host.notify.outbox import EVENTS
+from host.notify.outbox import DELIVERY_STATES, EVENTS
 from host.output import emit
 from host.services import Services, open_services
 from host.store import jobs as job_store
@@ -48,7 +48,7 @@ def add_parsers(sub: Any) -> None:
         action.set_defaults(run=cmd_action, action=name)
     deliveries = cmds.add_parser("deliveries", help="a subscription's deliveries and attempts")
     deliveries.add_argument("id")
-    deliveries.add_argument("--state", choices=["pending", "succeeded", "failed"])
+    deliveries.add_argument("--state", choices=DELIVERY_STATES)
     deliveries.add_argument("--limit", type=int, default=20)
     deliveries.set_defaults(run=cmd_deliveries)
     again = cmds.add_parser("redeliver", help="send a delivery again now (fresh retries)")

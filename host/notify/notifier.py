@@ -38,10 +38,6 @@ from webhooks.outbound.channel import Channel, Delivery, SendResult
 
 log = logging.getLogger("jobhost.notifier")
 
-#: Extra seconds the notifier allows a channel's send beyond notify_timeout_s (the config
-#: keeps notify_lease_s above both).
-SEND_GRACE_S = NOTIFY_SEND_GRACE_S
-
 
 @dataclass
 class NotifierStats:
@@ -184,7 +180,7 @@ class Notifier:
         await self._record([c], result)
 
     async def _send(self, channel: Channel, members: list[Claimed]) -> None:
-        timeout = self.settings.notify_timeout_s + SEND_GRACE_S
+        timeout = self.settings.notify_timeout_s + NOTIFY_SEND_GRACE_S
         try:
             result = await asyncio.wait_for(
                 channel.send([_delivery(c) for c in members]), timeout=timeout
@@ -248,9 +244,9 @@ class Notifier:
                            disable_reason=None, **common)  # fmt: skip
         error = result.error or f"failed ({result.status})"
         disable = f"the destination asked to stop: {error}" if result.disable else None
-        spent = c.attempts + 1 - c.retry_base > len(self.schedule)
-        if result.disable or not result.retry or spent or delay is None:
-            if result.retry and spent:
+        # delay is None: next_delay found the schedule spent
+        if result.disable or not result.retry or delay is None:
+            if result.retry and delay is None:
                 error += f" (gave up after {c.attempts + 1} attempts)"
             return Outcome(ok=False, state="failed", next_in_s=0, error=error,
                            disable_reason=disable, **common)  # fmt: skip

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 #: Event types, in the order a run can produce them.
 EVENTS = ("run.succeeded", "run.failed", "run.dead")
+#: The states of a delivery (the outbox row): waiting or retrying, delivered, given up.
+DELIVERY_STATES = ("pending", "succeeded", "failed")
 
 OUTBOX_INSERT = """
 INSERT INTO deliveries (id, tenant_id, subscription_id, event_id, event_type, run_id, run_type,

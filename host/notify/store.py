@@ -381,6 +381,20 @@ def _claimed(row: asyncpg.Record) -> Claimed:
     )  # fmt: skip
 
 
+def _lease_and_return(picked: str, lease_s: str) -> str:
+    """The tail both claims share: lease the rows of CTE `picked` for `lease_s` seconds with a
+    fresh token, and return them joined with their subscriptions."""
+    return f"""claimed AS (
+                UPDATE deliveries d
+                SET lease_until = now() + make_interval(secs => {lease_s}),
+                    lease_token = gen_random_uuid()
+                FROM {picked} WHERE d.id = {picked}.id
+                RETURNING d.*
+            )
+            SELECT {_CLAIMED_COLUMNS} FROM claimed d
+            JOIN subscriptions s ON s.id = d.subscription_id"""
+
+
 async def claim_due(conn: Conn, limit: int, lease_s: float, per_endpoint: int = 0) -> list[Claimed]:
     """Claim up to `limit` due deliveries of enabled subscriptions: locked rows are skipped
     (another notifier is claiming them) and a live lease is respected; an expired one (a
@@ -412,15 +426,7 @@ async def claim_due(conn: Conn, limit: int, lease_s: float, per_endpoint: int = 
                     FOR UPDATE SKIP LOCKED
                 ) pick
                 LIMIT $1
-            ), claimed AS (
-                UPDATE deliveries d
-                SET lease_until = now() + make_interval(secs => $2),
-                    lease_token = gen_random_uuid()
-                FROM due WHERE d.id = due.id
-                RETURNING d.*
-            )
-            SELECT {_CLAIMED_COLUMNS} FROM claimed d
-            JOIN subscriptions s ON s.id = d.subscription_id""",
+            ), {_lease_and_return("due", "$2")}""",
         limit,
         lease_s,
         per_endpoint,
@@ -440,15 +446,7 @@ async def claim_digest(
                   AND d.state = 'pending'
                   AND (d.lease_until IS NULL OR d.lease_until < now())
                 FOR UPDATE SKIP LOCKED
-            ), claimed AS (
-                UPDATE deliveries d
-                SET lease_until = now() + make_interval(secs => $3),
-                    lease_token = gen_random_uuid()
-                FROM grp WHERE d.id = grp.id
-                RETURNING d.*
-            )
-            SELECT {_CLAIMED_COLUMNS} FROM claimed d
-            JOIN subscriptions s ON s.id = d.subscription_id""",
+            ), {_lease_and_return("grp", "$3")}""",
         subscription_id,
         digest_key,
         lease_s,

@@ -245,11 +245,6 @@ class Queue:
             found.update(r for r, flag in zip(part, flags, strict=True) if flag)
         return found
 
-    async def wait_for_work(self, timeout_s: float) -> bool:
-        """Block until an enqueue pushes a wake token or `timeout_s` passes; True if woken."""
-        got = await self.redis.blpop([self.keys.wake], timeout=max(timeout_s, 0.001))
-        return got is not None
-
     async def depths(self, types: Sequence[str]) -> dict[str, int]:
         """Ready runs per type, over all its lanes (delayed and in-flight runs are in shared
         sets: see totals)."""

@@ -252,7 +252,6 @@ class Worker:
             # Refill when half the capacity is free or the runners have drained the buffer, so a
             # busy worker makes a few large claims rather than many small ones. Runners wake
             # this task only then (at or below `_refill_slots` claimed, or an empty buffer).
-            self._refill_slots = self.capacity - self.capacity // 2
             if free <= 0 or (free < self.capacity // 2 and not self._ready.empty()):
                 self._slot_free.clear()
                 await self._slot_free.wait()
@@ -292,6 +291,7 @@ class Worker:
             self._rate_mark = (now, self._finished)
         ahead = int(self._rate * PREFETCH_HORIZON_S)
         self.capacity = self.concurrency + max(self.concurrency, min(ahead, self.claim_batch))
+        self._refill_slots = self.capacity - self.capacity // 2
 
     async def _wait_and_claim(self, limit: int, timeout_s: float) -> ClaimResult:
         """Idle: one round trip that waits for a wake token and then claims (see
@@ -385,13 +385,10 @@ class Worker:
             batch = self._done[:take]
             del self._done[:take]
             self._done_room.set()
-            if batch:
-                try:
-                    await self._flush(batch)
-                except _Abandoned as exc:
-                    log.error(
-                        "%s; %d results unrecorded, their runs will run again", exc, len(batch)
-                    )
+            try:
+                await self._flush(batch)
+            except _Abandoned as exc:
+                log.error("%s; %d results unrecorded, their runs will run again", exc, len(batch))
 
     async def _flush(self, results: list[AttemptResult]) -> None:
         flush = self._decide(results)

@@ -25,7 +25,7 @@ FAST = {
     "notify_schedule": "0.3,0.3,0.3",
     "notify_jitter": 0.0,
     "notify_timeout_s": 1.0,
-    "notify_lease_s": 7.5,  # > timeout + SEND_GRACE_S + 1 s margin
+    "notify_lease_s": 7.5,  # > timeout + NOTIFY_SEND_GRACE_S + NOTIFY_LEASE_MARGIN_S
     "notify_poll_s": 0.1,
     "notify_allow_cidrs": "127.0.0.1/32",
     "notify_allow_ports": "*",  # receivers listen on random loopback ports

@@ -110,8 +110,9 @@ async def test_api_refuses_and_names_the_field(
     no_allow = load_channels(services.registry, replace(services.settings, notify_allow_cidrs=""))
     try:
         for url in ("http://localhost:1/", "http://169.254.169.254/"):
-            with pytest.raises(ValidationFailed, match="SSRF"):
+            with pytest.raises(ValidationFailed, match="SSRF") as caught:
                 await subscribe(services, no_allow, destination={"url": url})
+            assert [e.path for e in caught.value.errors] == ["/destination/url"]
     finally:
         await close_channels(no_allow)
 

@@ -187,7 +187,8 @@ class Guard:
             host = parts.hostname or ""
             if resolve and _literal(host) is None:
                 try:
-                    infos = socket.getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
+                    port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+                    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
                 except (OSError, UnicodeError):
                     return
                 self.check_addresses(host, [str(i[4][0]) for i in infos])

@@ -34,6 +34,7 @@ from aiohttp.abc import AbstractResolver
 from host import hookimpl
 from host.config import Settings
 from host.errors import FieldError, ValidationFailed
+from webhooks.inbound.schemes import standard_key
 from webhooks.outbound.channel import Channel, Delivery, SendResult
 from webhooks.outbound.ssrf import Guard, Refused, parse_allow_list
 
@@ -79,7 +80,7 @@ def new_secret() -> str:
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     """The webhook-signature value for one message."""
-    key = base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+    key = standard_key(secret)  # the verifier's own rule (webhooks.inbound.schemes)
     signed = f"{msg_id}.{timestamp}.".encode() + body
     digest = hmac.new(key, signed, hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode()
