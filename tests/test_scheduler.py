@@ -419,6 +419,20 @@ async def test_due_runs_show_as_queued_in_postgres(services: Services) -> None:
     assert (await client.get(later))["state"] == "scheduled"
 
 
+async def test_promoting_due_runs_reads_an_index_not_the_history(services: Services) -> None:
+    """promote_due runs every few seconds; on a large history it must find waiting runs by the
+    runs_due index (scheduled and retrying runs only), never by scanning the table."""
+    async with services.pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL enable_seqscan = off")
+        plan = await conn.fetchval(
+            """EXPLAIN (FORMAT JSON) SELECT id FROM runs
+               WHERE state IN ('scheduled', 'retrying') AND run_at <= now() LIMIT 1000"""
+        )
+    text = plan if isinstance(plan, str) else str(plan)
+    assert '"Index Name": "runs_due"' in text
+    assert "Seq Scan" not in text
+
+
 async def test_a_stampede_of_schedulers_elects_one_leader_at_a_time(services: Services) -> None:
     """fault-matrix S3 in small: five schedulers start at the same instant."""
     schedulers = [Scheduler(services) for _ in range(5)]

@@ -21,12 +21,15 @@ _LOCK_KEY = 0x6A6F62686F7374  # "jobhost"
 
 #: Planner settings for connections that run the hot-path statements. Every hot-path statement
 #: joins on a primary key; forbidding hash and merge joins and penalising sequential scans keeps
-#: a plan made while the table was young from scanning the whole table once it has grown.
+#: a plan made while the table was young from scanning the whole table once it has grown. With
+#: those, the generic plan is the index plan whatever the table's size, so each prepared
+#: statement is planned once per connection instead of at every execution (planning the finish
+#: statement was about a tenth of its server CPU, 0.4 ms per flush).
 HOT_PATH_SETTINGS = {
     "enable_seqscan": "off",
     "enable_hashjoin": "off",
     "enable_mergejoin": "off",
-    "plan_cache_mode": "force_custom_plan",
+    "plan_cache_mode": "force_generic_plan",
 }
 
 
