@@ -68,10 +68,12 @@ def test_plain_requests_get_what_prepare_gives(
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
 
 
-def test_a_single_request_gets_what_prepare_gives(registry: Registry) -> None:
+def test_single_and_plain_requests_make_the_same_envelope(registry: Registry) -> None:
     client = _client(registry, tenant="default")
-    [(row, queued)] = client._prepare_all([RunRequest("noop", {"x": [1]})])
+    [(row, queued), _] = client._prepare_all([RunRequest("noop", {"x": [1]})] * 2)
     assert (row, queued) == client._prepare(0, RunRequest("noop", {"x": [1]}), 1, row.id)
+    [(single, _)] = client._prepare_all([RunRequest("noop", {"x": [1]})])
+    assert single.id > row.id
     assert queued.envelope == (
         b'{"id":"' + row.id.encode() + b'","type":"noop","tenant":"default","max_attempts":3,'
         b'"timeout_s":300.0,"job_id":null,"payload":{"x":[1]}}'
