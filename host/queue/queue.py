@@ -150,10 +150,18 @@ class Queue:
         await pipe.execute()
 
     def _claimed(self, worker_id: str, out: list[Any]) -> ClaimResult:
-        leases = []
-        for i in range(2, len(out), 3):
-            attempt = int(out[i + 1])
-            leases.append(Lease(_text(out[i]), attempt, out[i + 2], f"{worker_id}:{attempt}"))
+        """Leases from the claim script's flat reply: now, next due, then (id, attempt, envelope)
+        per run. Built in one pass per claim (up to claim_batch runs each time)."""
+        prefix = worker_id + ":"
+        leases = [
+            Lease(
+                run_id.decode() if isinstance(run_id, bytes) else run_id,
+                attempt, envelope, prefix + str(attempt),
+            )
+            for run_id, attempt, envelope in zip(
+                out[2::3], map(int, out[3::3]), out[4::3], strict=True
+            )
+        ]  # fmt: skip
         return ClaimResult(int(out[0]), int(out[1]), leases)
 
     async def ack(self, leases: Sequence[tuple[str, str]]) -> list[str]:

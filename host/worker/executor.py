@@ -10,7 +10,7 @@ import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import orjson
 
@@ -36,6 +36,12 @@ class AttemptResult:
     traceback: str | None = None
     requested_delay: float | None = None  #: from Retry(delay=...)
     permanent: bool = False  #: PermanentFailure, or a problem no retry can fix
+
+
+_time = time.time
+_running_loop = asyncio.get_running_loop
+_FAILED = Outcome.FAILED
+_SUCCEEDED = Outcome.SUCCEEDED
 
 
 class _LazyTimeout:
@@ -97,11 +103,12 @@ async def execute(
     progress: Callable[[str, Any], Awaitable[None]],
 ) -> AttemptResult:
     """Run the handler for `lease` and describe the outcome."""
-    timeout_s = float(envelope.get("timeout_s") or jt.policy.timeout_s)
-    max_attempts = int(envelope.get("max_attempts") or jt.policy.max_attempts)
-    started = time.time()
-    result = AttemptResult(lease, jt.name, max_attempts, started, started, Outcome.FAILED)
-    loop = asyncio.get_running_loop()
+    policy = jt.policy
+    timeout_s = float(envelope.get("timeout_s") or policy.timeout_s)
+    max_attempts = int(envelope.get("max_attempts") or policy.max_attempts)
+    started = _time()
+    result = AttemptResult(lease, jt.name, max_attempts, started, started, _FAILED)
+    loop = _running_loop()
     deadline = loop.time() + timeout_s
     timeout = _LazyTimeout(deadline)
     try:
@@ -111,7 +118,8 @@ async def execute(
             extend=extend, progress=progress, timeout=timeout,
         )  # fmt: skip
         if jt.is_async:
-            coro = cast(Coroutine[Any, Any, Any], jt.handler(envelope["payload"], ctx))
+            coro: Coroutine[Any, Any, Any]
+            coro = jt.handler(envelope["payload"], ctx)  # type: ignore[assignment]
             try:
                 pending = coro.send(None)  # the first step, up to its first suspension
             except StopIteration as stop:
@@ -122,8 +130,8 @@ async def execute(
         else:
             async with timeout.arm():
                 value = await loop.run_in_executor(threads, jt.handler, envelope["payload"], ctx)
-        result.result_json = orjson.dumps(value).decode()
-        result.outcome = Outcome.SUCCEEDED
+        result.result_json = "null" if value is None else orjson.dumps(value).decode()
+        result.outcome = _SUCCEEDED
     except Retry as exc:
         result.error = f"Retry: {exc.message}"
         result.requested_delay = exc.delay
@@ -142,7 +150,7 @@ async def execute(
         result.permanent = True
     except Exception as exc:
         _record_exception(result, exc)
-    result.finished_at = time.time()
+    result.finished_at = _time()
     return result
 
 

@@ -20,7 +20,7 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +53,10 @@ ABANDON_AFTER_S = 10.0
 #: claim_batch, long runs about `concurrency` at a time, as with a fixed prefetch of C.
 PREFETCH_HORIZON_S = 0.05
 
+_SUCCEEDED = Outcome.SUCCEEDED
+_SUCCEEDED_VALUE = Outcome.SUCCEEDED.value
+_RUN_SUCCEEDED = RunState.SUCCEEDED
+
 
 class _Abandoned(Exception):
     """Raised inside a stopping worker that gave up retrying a write."""
@@ -70,7 +74,7 @@ class WorkerStats:
     flushes: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class _Running:
     lease: Lease
     started_at: float
@@ -91,10 +95,12 @@ class _Handoff:
     runner. Cheaper than asyncio.Queue (no bound, no task accounting, no getter bookkeeping on
     every put), which cost a tenth of a worker's CPU on short runs."""
 
-    __slots__ = ("_items", "_waiters")
+    __slots__ = ("_waiters", "items")
 
     def __init__(self) -> None:
-        self._items: deque[Lease | None] = deque()
+        #: Items waiting: a runner may pop one directly (`items.popleft()` when not empty)
+        #: instead of awaiting `get`, which saves a coroutine per run while work is queued.
+        self.items: deque[Lease | None] = deque()
         self._waiters: deque[asyncio.Future[Lease | None]] = deque()
 
     def put(self, item: Lease | None) -> None:
@@ -103,23 +109,23 @@ class _Handoff:
             if not waiter.done():
                 waiter.set_result(item)
                 return
-        self._items.append(item)
+        self.items.append(item)
 
     async def get(self) -> Lease | None:
-        if self._items:
-            return self._items.popleft()
+        if self.items:
+            return self.items.popleft()
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         item: Lease | None = await waiter
         return item
 
     def empty(self) -> bool:
-        return not self._items
+        return not self.items
 
     def take_all(self) -> list[Lease | None]:
         """Every item not yet handed to a runner."""
-        items = list(self._items)
-        self._items.clear()
+        items = list(self.items)
+        self.items.clear()
         return items
 
 
@@ -172,6 +178,8 @@ class Worker:
         self._claimer_idle = False
         self._abandon_at: float | None = None
         self._threads = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="jobhost")
+        self._extend_cb = self._extend_one  # bound once, not per run
+        self._progress_cb = self._progress
         self._started = time.time()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -329,18 +337,19 @@ class Worker:
 
     async def _runner(self) -> None:
         ready, done, running = self._ready, self._done, self._running
+        waiting, run_one, now = ready.items, self._run_one, time.time
         while True:
-            lease = await ready.get()
+            lease = waiting.popleft() if waiting else await ready.get()
             if lease is None:
                 return
             if not running:
                 self._run_started.set()
-            running[lease.id] = _Running(lease, time.time())
-            result = await self._run_one(lease)
+            running[lease.id] = _Running(lease, now())
+            result = await run_one(lease)
             running.pop(lease.id, None)
             self._slots -= 1
             self._finished += 1
-            if self._slots <= self._refill_slots or self._ready.empty():
+            if self._slots <= self._refill_slots or not waiting:
                 self._slot_free.set()  # the claimer claims again (see _claimer)
             while len(done) >= self._done_limit:  # the finisher is behind: wait for room
                 self._done_room.clear()
@@ -348,17 +357,21 @@ class Worker:
             done.append(result)
             self._done_added.set()
 
-    async def _run_one(self, lease: Lease) -> AttemptResult:
+    def _run_one(self, lease: Lease) -> Awaitable[AttemptResult]:
+        """The attempt, to await: `execute`'s coroutine itself (no wrapping coroutine per run),
+        or an already failed result for an envelope that cannot start."""
         try:
             envelope = orjson.loads(lease.envelope)
             jt = self.registry.get(envelope["type"])
         except (orjson.JSONDecodeError, KeyError, JobhostError) as exc:
             now = time.time()
-            return AttemptResult(
-                lease, "?", 1, now, now, Outcome.FAILED,
-                error=f"cannot start run: {type(exc).__name__}: {exc}", permanent=True,
+            return _resolved(
+                AttemptResult(
+                    lease, "?", 1, now, now, Outcome.FAILED,
+                    error=f"cannot start run: {type(exc).__name__}: {exc}", permanent=True,
+                )
             )  # fmt: skip
-        return await execute(lease, envelope, jt, self._threads, self._extend_one, self._progress)
+        return execute(lease, envelope, jt, self._threads, self._extend_cb, self._progress_cb)
 
     async def _extend_one(self, run_id: str, seconds: float) -> None:
         lease = self._held.get(run_id)
@@ -415,39 +428,49 @@ class Worker:
             await self._notify(flush, applied)
 
     def _decide(self, results: list[AttemptResult]) -> _Flush:
-        """Turn attempt outcomes into run states (retry now or later, or dead)."""
+        """Turn attempt outcomes into run states (retry now or later, or dead). A success needs
+        no decision: its Finish is built directly (most runs; no policy lookup)."""
         flush = _Flush(results)
+        finishes = flush.finishes
+        finish = run_store.Finish
+        worker = self.id
+        succeeded = 0
         for r in results:
-            state, delay = RunState.SUCCEEDED, 0.0
-            outcome = r.outcome
-            if outcome != Outcome.SUCCEEDED:
-                backoff = (
-                    self.registry.types[r.job_type].policy.backoff
-                    if r.job_type in self.registry.types
-                    else None
-                )
-                next_in = None if backoff is None else after_failure(
-                    backoff, r.lease.attempt, r.max_attempts,
-                    permanent=r.permanent, requested_delay=r.requested_delay,
+            lease = r.lease
+            if r.outcome == _SUCCEEDED:
+                succeeded += 1
+                finishes.append(
+                    finish(
+                        lease.id, lease.attempt, _RUN_SUCCEEDED, _SUCCEEDED_VALUE, worker,
+                        r.started_at, r.finished_at, r.result_json, r.error, r.traceback, 0.0,
+                    )
                 )  # fmt: skip
-                if next_in is None:
-                    state = RunState.DEAD
-                    outcome = Outcome.DEAD if outcome == Outcome.FAILED else outcome
-                    self.stats.dead += 1
-                else:
-                    state, delay = RunState.RETRYING, next_in
-                    flush.retry_delays[r.lease.id] = next_in
-                    self.stats.retried += 1
+                continue
+            state, delay = RunState.DEAD, 0.0
+            outcome = r.outcome
+            backoff = (
+                self.registry.types[r.job_type].policy.backoff
+                if r.job_type in self.registry.types
+                else None
+            )
+            next_in = None if backoff is None else after_failure(
+                backoff, lease.attempt, r.max_attempts,
+                permanent=r.permanent, requested_delay=r.requested_delay,
+            )  # fmt: skip
+            if next_in is None:
+                outcome = Outcome.DEAD if outcome == Outcome.FAILED else outcome
+                self.stats.dead += 1
             else:
-                self.stats.succeeded += 1
-            flush.finishes.append(
-                run_store.Finish(
-                    id=r.lease.id, attempt=r.lease.attempt, state=state, outcome=outcome.value,
-                    worker=self.id, started_at=r.started_at, finished_at=r.finished_at,
-                    result_json=r.result_json, error=r.error, traceback=r.traceback,
-                    retry_in_s=delay,
+                state, delay = RunState.RETRYING, next_in
+                flush.retry_delays[lease.id] = next_in
+                self.stats.retried += 1
+            finishes.append(
+                finish(
+                    lease.id, lease.attempt, state, outcome.value, worker, r.started_at,
+                    r.finished_at, r.result_json, r.error, r.traceback, delay,
                 )
             )  # fmt: skip
+        self.stats.succeeded += succeeded
         return flush
 
     async def _start_marker(self) -> None:
@@ -587,6 +610,10 @@ async def reap_once(services: Services, stats: WorkerStats | None = None) -> int
     if stats is not None:
         stats.reaped += result.requeued + len(result.dying)
     return result.requeued + len(result.dying)
+
+
+async def _resolved(result: AttemptResult) -> AttemptResult:
+    return result
 
 
 async def _call_hook(hook: Any, run: dict[str, Any]) -> None:
