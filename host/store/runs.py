@@ -73,6 +73,18 @@ RETURNING id
 _INSERT_FRESH = _INSERT.replace("ON CONFLICT DO NOTHING\nRETURNING id\n", "")
 assert _INSERT_FRESH != _INSERT
 
+#: A fresh batch whose runs differ only in id and payload (a bulk enqueue of one type with the
+#: type's policy): the shared values go once, as scalars. asyncpg checks every element of an
+#: array parameter in Python, so ten arrays fewer is about a quarter of the producer's CPU
+#: per run.
+_INSERT_UNIFORM = """
+INSERT INTO runs (tenant_id, id, type, job_id, state, payload, priority, max_attempts,
+                  timeout_s, run_at)
+SELECT $1, u.id, $3, $4::uuid, $5, u.payload::jsonb, $7, $8, $9,
+       now() + make_interval(secs => $10::float8)
+FROM unnest($2::uuid[], $6::text[]) AS u(id, payload)
+"""
+
 _FINISH = f"""
 WITH f AS (
     SELECT * FROM json_to_recordset($1::json)
@@ -145,6 +157,15 @@ async def insert_runs(conn: asyncpg.Pool | asyncpg.Connection, runs: Sequence[Ne
     about a third less CPU per row than parsing the same batch as JSON (json_to_recordset)."""
     if not runs:
         return set()
+    if _uniform(runs):
+        first = runs[0]
+        await conn.execute(
+            _INSERT_UNIFORM, first.tenant_id, [r.id for r in runs], first.type, first.job_id,
+            RunState.SCHEDULED if first.delay_s > 0 else RunState.QUEUED,
+            [_text(r.payload_json) for r in runs], first.priority, first.max_attempts,
+            first.timeout_s, first.delay_s,
+        )  # fmt: skip
+        return {r.id for r in runs}
     columns = (
         [r.tenant_id for r in runs], [r.id for r in runs], [r.type for r in runs],
         [r.job_id for r in runs],
@@ -159,6 +180,20 @@ async def insert_runs(conn: asyncpg.Pool | asyncpg.Connection, runs: Sequence[Ne
         return {str(row["id"]) for row in rows}
     await conn.execute(_INSERT_FRESH, *columns)
     return {r.id for r in runs}
+
+
+def _uniform(runs: Sequence[NewRun]) -> bool:
+    """True when the runs cannot conflict and share every column but id and payload."""
+    first = runs[0]
+    if first.idempotency_key is not None or first.scheduled_for is not None:
+        return False
+    shared = (first.tenant_id, first.type, first.job_id, first.priority, first.max_attempts,
+              first.timeout_s, first.delay_s, None, None)  # fmt: skip
+    return all(
+        (r.tenant_id, r.type, r.job_id, r.priority, r.max_attempts, r.timeout_s, r.delay_s,
+         r.idempotency_key, r.scheduled_for) == shared
+        for r in runs
+    )  # fmt: skip
 
 
 def _text(encoded: str | bytes) -> str:
