@@ -133,10 +133,18 @@ local function active(field)
   return tonumber(redis.call('HGET', active_key, field) or '0')
 end
 
--- gather(jobtype): what this type may give now, in the order it should give it.
--- Returns {cands = {{score, id, lane}...}, buckets = {field -> tokens}, lanes = {lane -> head}}
+-- Merging several types needs each candidate's score; one type gives its own order as it is.
+local merging = #ARGV > 6
+
+-- gather(jobtype): what this type may give now, in the order it should give it: candidates as
+-- parallel lists (scores only when merging types), token buckets to write back, the lanes
+-- that gave runs.
+-- Returns {ids = {id...}, lanes_of = {lane...}, scores = {score...}, tokens = type bucket
+-- tokens or nil, lane_tokens = {lane -> tokens}, fields = {lane -> "type#lane"},
+-- lanes = {lane -> queue key}, lane_conc}
 local function gather(jobtype)
-  local got = {cands = {}, buckets = {}, lanes = {}, lane_conc = nil}
+  local got = {ids = {}, lanes_of = {}, scores = {}, tokens = nil, lane_tokens = {}, fields = {},
+    lanes = {}, lane_conc = nil}
   local allow, throttled = n, false
   local lrate, lburst, lconc
   local limits = redis.call('HGET', limits_key, jobtype)
@@ -146,7 +154,7 @@ local function gather(jobtype)
     if conc then allow = math.min(allow, math.max(0, conc - active(jobtype))) end
     if rate then
       local tokens, wait = bucket_tokens(buckets_key, jobtype, rate, burst, now)
-      got.buckets[jobtype] = tokens
+      got.tokens = tokens
       allow = math.min(allow, math.floor(tokens))
       note_wait(wait)
     end
@@ -173,10 +181,11 @@ local function gather(jobtype)
   local lists = {}
   for _, lane in ipairs(names) do
     local field = jobtype .. '#' .. lane
+    got.fields[lane] = field
     local cap = allow
     if lrate then
       local tokens, wait = bucket_tokens(buckets_key, field, lrate, lburst, now)
-      got.buckets[field] = tokens
+      got.lane_tokens[lane] = tokens
       cap = math.min(cap, math.floor(tokens))
       note_wait(wait)
     end
@@ -195,13 +204,17 @@ local function gather(jobtype)
     end
   end
   -- Interleave the lanes one run at a time, up to what the type allows.
-  local cands, depth = got.cands, 1
-  while #cands < allow do
+  local ids, lanes_of, scores = got.ids, got.lanes_of, got.scores
+  local k, depth = 0, 1
+  while k < allow do
     local progressed = false
+    local i = 2 * depth - 1
     for _, l in ipairs(lists) do
-      local i = 2 * depth - 1
-      if l.head[i] and #cands < allow then
-        cands[#cands + 1] = {tonumber(l.head[i + 1]), l.head[i], l.lane}
+      local id = l.head[i]
+      if id and k < allow then
+        k = k + 1
+        ids[k], lanes_of[k] = id, l.lane
+        if merging then scores[k] = tonumber(l.head[i + 1]) end
         progressed = true
       end
     end
@@ -210,42 +223,55 @@ local function gather(jobtype)
   end
   -- Lanes with more than their quantum fill what the others left.
   for _, l in ipairs(lists) do
-    if #cands >= allow then break end
+    if k >= allow then break end
     local taken = #l.head / 2
     if taken == quantum and l.cap > quantum then
-      local more = math.min(l.cap - quantum, allow - #cands)
+      local more = math.min(l.cap - quantum, allow - k)
       local extra = redis.call('ZRANGE', l.queue, quantum, quantum + more - 1, 'WITHSCORES')
-      for i = 1, #extra, 2 do cands[#cands + 1] = {tonumber(extra[i + 1]), extra[i], l.lane} end
+      for i = 1, #extra, 2 do
+        k = k + 1
+        ids[k], lanes_of[k] = extra[i], l.lane
+        if merging then scores[k] = tonumber(extra[i + 1]) end
+      end
     end
   end
-  if throttled and #cands == 0 then redis.call('HINCRBY', throttled_key, jobtype, 1) end
+  if throttled and k == 0 then redis.call('HINCRBY', throttled_key, jobtype, 1) end
   return got
 end
 
 -- Gather every type, then merge them by score, keeping each type's own order.
-local types, gathered, pos = {}, {}, {}
+local types, gathered = {}, {}
 for i = 6, #ARGV do
   types[#types + 1] = ARGV[i]
   gathered[#types] = gather(ARGV[i])
-  pos[#types] = 1
 end
-local picked = {}  -- {id, type index, lane}
-while #picked < n do
-  local best, best_score = nil, nil
-  for t = 1, #types do
-    local c = gathered[t].cands[pos[t]]
-    if c and (best_score == nil or c[1] < best_score) then best, best_score = t, c[1] end
+-- The picked runs as parallel lists: id, type index, lane.
+local picked, picked_type, picked_lane = {}, {}, {}
+if not merging then
+  picked, picked_lane = gathered[1].ids, gathered[1].lanes_of  -- at most n already
+  for i = 1, #picked do picked_type[i] = 1 end
+else
+  local pos = {}
+  for t = 1, #types do pos[t] = 1 end
+  local k = 0
+  while k < n do
+    local best, best_score = nil, nil
+    for t = 1, #types do
+      local score = gathered[t].scores[pos[t]]
+      if score and (best_score == nil or score < best_score) then best, best_score = t, score end
+    end
+    if not best then break end
+    local g, at = gathered[best], pos[best]
+    k = k + 1
+    picked[k], picked_type[k], picked_lane[k] = g.ids[at], best, g.lanes_of[at]
+    pos[best] = at + 1
   end
-  if not best then break end
-  local c = gathered[best].cands[pos[best]]
-  picked[#picked + 1] = {c[2], best, c[3]}
-  pos[best] = pos[best] + 1
 end
 
 -- Remove the picked runs from their lanes: each lane gave a prefix of its queue by rank.
 local per_lane = {}
-for _, p in ipairs(picked) do
-  local key = gathered[p[2]].lanes[p[3]]
+for i = 1, #picked do
+  local key = gathered[picked_type[i]].lanes[picked_lane[i]]
   per_lane[key] = (per_lane[key] or 0) + 1
 end
 for t = 1, #types do
@@ -260,51 +286,59 @@ for t = 1, #types do
   end
 end
 
--- Lease them, and count tokens and slots spent per type and lane.
+-- Lease them, and count tokens and slots spent per type and lane (type names hold no '#', so
+-- type -> lane -> count is the same tally as one keyed by "type#lane").
 local out = {now, -1}
-local spent = {}
-local ids = {}
-for i, p in ipairs(picked) do ids[i] = p[1] end
-if #ids > 0 then
-  local envs = chunked('HMGET', KEYS[2], ids)
-  local counts = chunked('HMGET', KEYS[3], ids)
-  local atts, flights, owners = {}, {}, {}
-  for i, p in ipairs(picked) do
-    local id = p[1]
-    if envs[i] then
+local spent, spent_lane = {}, {}
+if #picked > 0 then
+  local envs = chunked('HMGET', KEYS[2], picked)
+  local counts = chunked('HMGET', KEYS[3], picked)
+  local atts, flights, owners, tokens = {}, {}, {}, {}
+  local k = 0
+  for i = 1, #picked do
+    local env = envs[i]
+    if env then
+      local id = picked[i]
       local attempt = tonumber(counts[i] or '0') + 1
-      atts[#atts + 1] = id
-      atts[#atts + 1] = attempt
-      flights[#flights + 1] = deadline
-      flights[#flights + 1] = id
-      owners[#owners + 1] = id
-      owners[#owners + 1] = worker .. ':' .. attempt
-      out[#out + 1] = id
-      out[#out + 1] = attempt
-      out[#out + 1] = envs[i]
-      local jobtype = types[p[2]]
-      local field = jobtype .. '#' .. p[3]
+      local token = tokens[attempt]
+      if not token then
+        token = worker .. ':' .. attempt
+        tokens[attempt] = token
+      end
+      atts[2 * k + 1], atts[2 * k + 2] = id, attempt
+      flights[2 * k + 1], flights[2 * k + 2] = deadline, id
+      owners[2 * k + 1], owners[2 * k + 2] = id, token
+      out[3 * k + 3], out[3 * k + 4], out[3 * k + 5] = id, attempt, env
+      k = k + 1
+      local jobtype, lane = types[picked_type[i]], picked_lane[i]
       spent[jobtype] = (spent[jobtype] or 0) + 1
-      spent[field] = (spent[field] or 0) + 1
+      local by_lane = spent_lane[jobtype]
+      if not by_lane then
+        by_lane = {}
+        spent_lane[jobtype] = by_lane
+      end
+      by_lane[lane] = (by_lane[lane] or 0) + 1
     end
   end
-  if #atts > 0 then
+  if k > 0 then
     chunked('HSET', KEYS[3], atts)
     chunked('ZADD', KEYS[1], flights)
     chunked('HSET', KEYS[4], owners)
   end
 end
 for t = 1, #types do
-  local g = gathered[t]
-  for field, tokens in pairs(g.buckets) do
-    redis.call('HSET', buckets_key, field, (tokens - (spent[field] or 0)) .. '|' .. now)
+  local g, jobtype = gathered[t], types[t]
+  local by_lane = spent_lane[jobtype] or {}
+  if g.tokens then
+    redis.call('HSET', buckets_key, jobtype, (g.tokens - (spent[jobtype] or 0)) .. '|' .. now)
   end
-  local jobtype = types[t]
+  for lane, tokens in pairs(g.lane_tokens) do
+    redis.call('HSET', buckets_key, g.fields[lane], (tokens - (by_lane[lane] or 0)) .. '|' .. now)
+  end
   if spent[jobtype] then redis.call('HINCRBY', active_key, jobtype, spent[jobtype]) end
   if g.lane_conc then
     for lane, _ in pairs(g.lanes) do
-      local field = jobtype .. '#' .. lane
-      if spent[field] then redis.call('HINCRBY', active_key, field, spent[field]) end
+      if by_lane[lane] then redis.call('HINCRBY', active_key, g.fields[lane], by_lane[lane]) end
     end
   end
 end
