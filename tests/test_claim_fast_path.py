@@ -4,8 +4,9 @@ fixed Redis clock; replies and every key of both namespaces must end identical."
 
 from __future__ import annotations
 
+import random
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -65,10 +66,6 @@ class Twins:
         self.fast = Queue(redis, f"t-{uuid.uuid4().hex[:12]}")
         self.general = Queue(redis, f"t-{uuid.uuid4().hex[:12]}")
         self.scripts = {True: claim_variant(redis, True), False: claim_variant(redis, False)}
-
-    async def both(self, op: Callable[[Queue], Awaitable[Any]]) -> None:
-        await op(self.fast)
-        await op(self.general)
 
     async def copy_state(self) -> None:
         """Make `general` an exact copy of `fast` (DUMP and RESTORE of every key)."""
@@ -218,3 +215,43 @@ async def test_the_fast_path_is_taken_only_where_it_applies(redis: Redis, namesp
     assert not await takes_fast_path(["c"])  # two lanes
     assert not await takes_fast_path(["a", "c"])  # two types
     assert not await takes_fast_path(["b"])  # limits set
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_random_scenarios_match(twins: Twins, redis: Redis, seed: int) -> None:
+    """Seeded mixes of enqueues (delayed runs, restored attempts, a second lane or type now and
+    then), claims of every size and batch acks: both paths stay identical at every step."""
+    rnd = random.Random(seed)
+    held: dict[str, str] = {}
+    count = 0
+    for _ in range(30):
+        op = rnd.random()
+        if op < 0.3:
+            batch = []
+            for _ in range(rnd.randint(1, 30)):
+                count += 1
+                lane = "default" if rnd.random() < 0.9 else "other"
+                type_ = "a" if rnd.random() < 0.9 else "b"
+                restored = rnd.choice([0, 0, 1])
+                delay = rnd.choice([0, 0, 0, 60_000])
+                batch.append(
+                    QueuedRun(
+                        f"r{count:04}", type_, rnd.randint(0, 2), 3, delay, b"{}",
+                        attempts_done=restored, lane=lane,
+                    )
+                )  # fmt: skip
+            await twins.fast.enqueue(batch)
+            if rnd.random() < 0.2:  # a delayed run falls due
+                await redis.zadd(twins.fast.keys.delayed, {f"r{count:04}": 0}, xx=True)
+            await twins.copy_state()
+        elif op < 0.8:
+            types = ["a"] if rnd.random() < 0.8 else ["a", "b"]
+            reply = await twins.claim(types, rnd.choice([1, 3, 10, 200]))
+            for i in range(2, len(reply), 3):
+                held[reply[i].decode()] = f"w1:{reply[i + 1]}"
+        else:
+            done = rnd.sample(sorted(held.items()), min(len(held), rnd.randint(0, 20)))
+            await twins.fast.ack(done)
+            await twins.general.ack(done)
+            for run_id, _ in done:
+                del held[run_id]

@@ -184,7 +184,7 @@ async def test_a_batch_ack_frees_every_slot_of_every_lane_it_held(
     leases = {x.id: x for x in (await claim(queue)).leases}
     assert len(leases) == 8 and int(await redis.hget(queue.keys.active, "a")) == 8
     done = [(x.id, x.token) for x in leases.values() if x.id != "Y003"]
-    assert await queue.ack(done + [("Y003", "w0:1")]) == ["Y003"]  # a stale token is fenced
+    assert await queue.ack([*done, ("Y003", "w0:1")]) == ["Y003"]  # a stale token is fenced
     assert int(await redis.hget(queue.keys.active, "a")) == 1
     assert await redis.hget(queue.keys.active, "a#X") is None
     assert int(await redis.hget(queue.keys.active, "a#Y")) == 1
