@@ -133,8 +133,16 @@ local function active(field)
   return tonumber(redis.call('HGET', active_key, field) or '0')
 end
 
--- Merging several types needs each candidate's score; one type gives its own order as it is.
+-- Merging several types needs each candidate's score; one type gives its own order as it is,
+-- so its lane heads are read without scores (STRIDE: list entries per run in a head).
 local merging = #ARGV > 6
+local STRIDE = merging and 2 or 1
+
+-- head_of(queue, from, to): ranks from..to of a lane's queue, with scores when merging.
+local function head_of(queue, from, to)
+  if merging then return redis.call('ZRANGE', queue, from, to, 'WITHSCORES') end
+  return redis.call('ZRANGE', queue, from, to)
+end
 
 -- gather(jobtype): what this type may give now, in the order it should give it: candidates as
 -- parallel lists (scores only when merging types), token buckets to write back, the lanes
@@ -192,7 +200,7 @@ local function gather(jobtype)
     if lconc then cap = math.min(cap, math.max(0, lconc - active(field))) end
     local queue = lane_queue(prefix, jobtype, lane)
     if cap > 0 then
-      local head = redis.call('ZRANGE', queue, 0, math.min(cap, quantum) - 1, 'WITHSCORES')
+      local head = head_of(queue, 0, math.min(cap, quantum) - 1)
       if #head == 0 then
         redis.call('ZREM', lanes_key, lane)  -- emptied elsewhere: off the ring
       else
@@ -208,7 +216,7 @@ local function gather(jobtype)
   local k, depth = 0, 1
   while k < allow do
     local progressed = false
-    local i = 2 * depth - 1
+    local i = STRIDE * (depth - 1) + 1
     for _, l in ipairs(lists) do
       local id = l.head[i]
       if id and k < allow then
@@ -224,11 +232,11 @@ local function gather(jobtype)
   -- Lanes with more than their quantum fill what the others left.
   for _, l in ipairs(lists) do
     if k >= allow then break end
-    local taken = #l.head / 2
+    local taken = #l.head / STRIDE
     if taken == quantum and l.cap > quantum then
       local more = math.min(l.cap - quantum, allow - k)
-      local extra = redis.call('ZRANGE', l.queue, quantum, quantum + more - 1, 'WITHSCORES')
-      for i = 1, #extra, 2 do
+      local extra = head_of(l.queue, quantum, quantum + more - 1)
+      for i = 1, #extra, STRIDE do
         k = k + 1
         ids[k], lanes_of[k] = extra[i], l.lane
         if merging then scores[k] = tonumber(extra[i + 1]) end
