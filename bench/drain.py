@@ -266,7 +266,7 @@ class Bench:
         label = f"{VARIANTS[variant]} W{n_workers} {cfg.label} #{rep}"
         profile = ""
         if self.args.profile and rep == 1:
-            Path(self.args.profile).mkdir(parents=True, exist_ok=True)
+            os.makedirs(self.args.profile, exist_ok=True)
             profile = str(Path(self.args.profile) / f"{variant}-w{n_workers}-{cfg.label}")
             profile = profile.replace(" ", "-")
         async with self.fresh() as (db, ns):
