@@ -119,6 +119,7 @@ local function claim_one_lane(jobtype)
   end
   return finish(out, #ids, -1)
 end
+-- (n <= 1000: each of its lists fits one unpack, as chunked() would send it)
 if ONE_LANE_FAST_PATH and #ARGV == 6 and n >= 1 and n <= 1000 then
   local out = claim_one_lane(ARGV[6])
   if out then return out end
