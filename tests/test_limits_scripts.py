@@ -171,3 +171,20 @@ async def test_priority_still_orders_runs_within_a_lane(queue: Queue) -> None:
          QueuedRun("high", "a", 5, 3, 0, b"{}", lane="X")]
     )  # fmt: skip
     assert [x.id for x in (await claim(queue)).leases] == ["high", "low"]
+
+
+async def test_a_batch_ack_frees_every_slot_of_every_lane_it_held(
+    queue: Queue, redis: Redis
+) -> None:
+    # Counted per distinct meta in the batch: the counts must still add up per type and lane.
+    await queue.set_limits({"a": Limits(lane_concurrency=10).encode()})
+    mixed = lane_runs("X", 4) + lane_runs("Y", 3)
+    mixed += [QueuedRun("hi", "a", 5, 3, 0, b"{}", lane="X")]
+    await queue.enqueue(mixed)
+    leases = {x.id: x for x in (await claim(queue)).leases}
+    assert len(leases) == 8 and int(await redis.hget(queue.keys.active, "a")) == 8
+    done = [(x.id, x.token) for x in leases.values() if x.id != "Y003"]
+    assert await queue.ack([*done, ("Y003", "w0:1")]) == ["Y003"]  # a stale token is fenced
+    assert int(await redis.hget(queue.keys.active, "a")) == 1
+    assert await redis.hget(queue.keys.active, "a#X") is None
+    assert int(await redis.hget(queue.keys.active, "a#Y")) == 1

@@ -60,6 +60,39 @@ async def test_enqueue_with_delay_goes_to_the_delayed_set(queue: Queue, redis: R
     assert await ids(queue) == ["now"]
 
 
+async def test_enqueue_mixed_batch_keeps_each_runs_meta_score_and_lane(
+    queue: Queue, redis: Redis
+) -> None:
+    # One batch repeating types, lanes, priorities and max_attempts: the per-batch memos must
+    # still give every run its own meta and the ready score of its own priority.
+    batch = []
+    for i in range(24):
+        batch.append(
+            QueuedRun(
+                f"r{i:02}", ("a", "b")[i % 2], i % 3, 2 + i % 4, 60_000 if i % 5 == 0 else 0,
+                b"{}", lane=("x", "y|z")[i // 12],
+            )
+        )  # fmt: skip
+    assert await queue.enqueue(batch) == []
+    metas = await redis.hgetall(queue.keys.meta)
+    for r in batch:
+        want = f"{r.priority}|{r.max_attempts}|{r.type}|{r.lane}"
+        assert metas[r.id.encode()].decode() == want
+    ready = [r for r in batch if r.delay_ms == 0]
+    scores = {}
+    for r in ready:
+        score = await redis.zscore(queue.keys.ready(r.type, r.lane), r.id)
+        assert score is not None
+        scores.setdefault(r.priority, set()).add(score)
+    assert all(len(s) == 1 for s in scores.values())  # one clock reading per batch
+    by_priority = {p: min(s) for p, s in scores.items()}
+    assert by_priority[0] > by_priority[1] > by_priority[2]  # higher priority: lower score
+    assert await redis.zcard(queue.keys.delayed) == len(batch) - len(ready)
+    assert sorted(await redis.smembers(queue.keys.types)) == [b"a", b"b"]
+    for t in ("a", "b"):
+        assert sorted(await redis.zrange(queue.keys.lanes(t), 0, -1)) == [b"x", b"y|z"]
+
+
 async def test_enqueue_leaves_one_wake_token(queue: Queue, redis: Redis) -> None:
     await queue.enqueue([run("r1")])
     await queue.enqueue([run("r2")])

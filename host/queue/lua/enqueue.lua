@@ -38,6 +38,9 @@ local known = #ids > 0 and chunked('HMGET', KEYS[1], ids) or {}
 
 local envs, metas, atts, delayed, skipped = {}, {}, {}, {}, {}
 local queues, types, seen = {}, {}, {}
+-- Per-batch memos: a batch mostly repeats a few (type, lane) pairs and priorities, so each
+-- queue, meta string and ready score is built once per distinct value, not once per run.
+local by_type, scores = {}, {}
 for i, run in ipairs(runs) do
   local id, jobtype, lane, priority = run[1], run[2], run[3], run[4]
   if known[i] or seen[id] then
@@ -45,10 +48,30 @@ for i, run in ipairs(runs) do
   else
     seen[id] = true
     local max_attempts, delay, done, envelope = run[5], run[6], run[7], run[8]
-    envs[#envs + 1] = id
-    envs[#envs + 1] = envelope
-    metas[#metas + 1] = id
-    metas[#metas + 1] = priority .. '|' .. max_attempts .. '|' .. jobtype .. '|' .. lane
+    local lanes = by_type[jobtype]
+    if not lanes then
+      lanes = {}
+      by_type[jobtype] = lanes
+      types[jobtype] = true
+    end
+    local q = lanes[lane]
+    if not q then
+      q = {jobtype = jobtype, lane = lane, items = {}, metas = {}, name = nil}
+      lanes[lane] = q
+    end
+    local by_attempts = q.metas[priority]
+    if not by_attempts then
+      by_attempts = {}
+      q.metas[priority] = by_attempts
+    end
+    local meta = by_attempts[max_attempts]
+    if not meta then
+      meta = priority .. '|' .. max_attempts .. '|' .. jobtype .. '|' .. lane
+      by_attempts[max_attempts] = meta
+    end
+    local e = #envs
+    envs[e + 1], envs[e + 2] = id, envelope
+    metas[e + 1], metas[e + 2] = id, meta
     if done > 0 then
       atts[#atts + 1] = id
       atts[#atts + 1] = done
@@ -57,16 +80,19 @@ for i, run in ipairs(runs) do
       delayed[#delayed + 1] = now + delay
       delayed[#delayed + 1] = id
     else
-      local queue = lane_queue(prefix, jobtype, lane)
-      local q = queues[queue]
-      if not q then
-        q = {jobtype = jobtype, lane = lane, items = {}}
-        queues[queue] = q
+      local score = scores[priority]
+      if not score then
+        score = ready_score(priority, now, age)
+        scores[priority] = score
       end
-      q.items[#q.items + 1] = ready_score(priority, now, age)
-      q.items[#q.items + 1] = id
+      local items = q.items
+      items[#items + 1] = score
+      items[#items + 1] = id
+      if not q.name then  -- first ready run of this lane: keyed by name, as pairs() orders
+        q.name = lane_queue(prefix, jobtype, lane)
+        queues[q.name] = q
+      end
     end
-    types[jobtype] = true
   end
 end
 

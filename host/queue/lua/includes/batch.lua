@@ -4,6 +4,17 @@ local CHUNK = 2000
 
 -- chunked(cmd, key, list, head): cmd key [head] list... over chunks; concatenates table replies.
 local function chunked(cmd, key, list, head)
+  local size = #list
+  if size > 0 and size <= CHUNK then  -- the usual batch: one call, its reply as it is
+    local reply
+    if head then
+      reply = redis.call(cmd, key, head, unpack(list))
+    else
+      reply = redis.call(cmd, key, unpack(list))
+    end
+    if type(reply) == 'table' then return reply end
+    return {}
+  end
   local out = {}
   for i = 1, #list, CHUNK do
     local reply
@@ -38,12 +49,24 @@ local function owned(owner_key, items)
 end
 
 -- count_leaving(inflight_key, meta_key, ids, counts): count, per type and lane, the runs among
--- `ids` that are in flight now (a dying run's late ack must not free a slot twice).
+-- `ids` that are in flight now (a dying run's late ack must not free a slot twice). Counted per
+-- meta string first (a batch repeats a few), so each distinct meta is split only once.
 local function count_leaving(inflight_key, meta_key, ids, counts)
   if #ids == 0 then return end
   local scores = chunked('ZMSCORE', inflight_key, ids)
   local metas = chunked('HMGET', meta_key, ids)
+  local per_meta, order = {}, {}
   for i = 1, #ids do
-    if scores[i] then count_type(counts, metas[i]) end
+    local meta = metas[i]
+    if scores[i] and meta then
+      local c = per_meta[meta]
+      if c then
+        per_meta[meta] = c + 1
+      else
+        per_meta[meta] = 1
+        order[#order + 1] = meta
+      end
+    end
   end
+  for _, meta in ipairs(order) do count_type(counts, meta, per_meta[meta]) end
 end

@@ -29,14 +29,15 @@ local function bucket_tokens(buckets_key, field, rate, burst, now)
   return tokens, wait
 end
 
--- count_type(counts, meta): one more run of this type (and of its lane, "type#lane") leaving
--- flight, for a run whose meta hash value is `meta`.
-local function count_type(counts, meta)
+-- count_type(counts, meta, k): `k` (default 1) more runs of this type (and of its lane,
+-- "type#lane") leaving flight, for runs whose meta hash value is `meta`.
+local function count_type(counts, meta, k)
   if meta then
+    k = k or 1
     local _, _, jobtype, lane = split_meta(meta)
-    counts[jobtype] = (counts[jobtype] or 0) + 1
+    counts[jobtype] = (counts[jobtype] or 0) + k
     local field = jobtype .. '#' .. lane
-    counts[field] = (counts[field] or 0) + 1
+    counts[field] = (counts[field] or 0) + k
   end
 end
 
