@@ -350,3 +350,21 @@ async def test_an_idle_worker_picks_up_a_run_at_once_and_stops_without_waiting_o
 
 async def _idle(worker: Worker) -> bool:
     return worker._claimer_idle
+
+
+@pytest.mark.parametrize("job_type", ["sleep", "test.sync"], ids=["async", "thread"])
+async def test_waiting_handlers_fill_the_concurrency_and_never_exceed_it(
+    client: Client, services: Services, job_type: str
+) -> None:
+    """Runners are woken one at a time, as handlers suspend (worker._Handoff): runs that wait
+    (an async sleep, or a sync handler in a thread) must still run `concurrency` at once."""
+    payload = {"seconds": 0.3} if job_type == "sleep" else {"sleep_s": 0.3}
+    enqueued = await client.enqueue_many([RunRequest(job_type, payload) for _ in range(12)])
+    async with running_worker(services, concurrency=4, types=[job_type]):
+        for e in enqueued:
+            await client.wait(e.id, 30)
+    rows = await services.pool.fetch("SELECT started_at, finished_at FROM attempts")
+    assert len(rows) == 12
+    events = sorted([(r["started_at"], 1) for r in rows] + [(r["finished_at"], -1) for r in rows])
+    in_flight = list(itertools.accumulate(step for _, step in events))
+    assert max(in_flight) == 4

@@ -101,8 +101,11 @@ async def execute(
     threads: ThreadPoolExecutor,
     extend: Callable[[str, float], Awaitable[None]],
     progress: Callable[[str, Any], Awaitable[None]],
+    suspending: Callable[[], None] = lambda: None,
 ) -> AttemptResult:
-    """Run the handler for `lease` and describe the outcome."""
+    """Run the handler for `lease` and describe the outcome. `suspending` is called once the
+    handler is about to wait (its coroutine suspends, or it goes to a thread): from then on
+    this runner is busy, and the worker may start another run beside it."""
     policy = jt.policy
     timeout_s = float(envelope.get("timeout_s") or policy.timeout_s)
     max_attempts = int(envelope.get("max_attempts") or policy.max_attempts)
@@ -125,9 +128,11 @@ async def execute(
             except StopIteration as stop:
                 value = stop.value
             else:
+                suspending()
                 async with timeout.arm():  # a deadline already past cancels at once
                     value = await _resume(coro, pending)
         else:
+            suspending()
             async with timeout.arm():
                 value = await loop.run_in_executor(threads, jt.handler, envelope["payload"], ctx)
         result.result_json = "null" if value is None else orjson.dumps(value).decode()
