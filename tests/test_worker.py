@@ -280,9 +280,16 @@ async def test_the_finish_statement_uses_index_lookups_on_a_grown_table(services
             for i in ids
         ]  # fmt: skip
         plan = await conn.fetch("EXPLAIN " + run_store._FINISH, orjson.dumps(batch).decode())
-    text = "\n".join(r[0] for r in plan)
-    assert "Seq Scan on runs" not in text, text
-    assert "Index Scan using runs_pkey" in text, text
+        # The plan the hot pool caches and reuses (plan_cache_mode = force_generic_plan): the
+        # same statement PREPAREd, its generic plan shown by EXPLAIN EXECUTE.
+        await conn.execute(f"PREPARE finish_probe(json) AS {run_store._FINISH}")
+        literal = orjson.dumps(batch).decode().replace("'", "''")
+        generic = await conn.fetch(f"EXPLAIN EXECUTE finish_probe('{literal}')")
+        await conn.execute("DEALLOCATE finish_probe")
+    for rows in (plan, generic):
+        text = "\n".join(r[0] for r in rows)
+        assert "Seq Scan on runs" not in text, text
+        assert "Index Scan using runs_pkey" in text, text
 
 
 async def _count(services: Services, n: int) -> bool:

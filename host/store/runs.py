@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 import asyncpg
@@ -187,13 +188,15 @@ def _uniform(runs: Sequence[NewRun]) -> bool:
     first = runs[0]
     if first.idempotency_key is not None or first.scheduled_for is not None:
         return False
-    shared = (first.tenant_id, first.type, first.job_id, first.priority, first.max_attempts,
-              first.timeout_s, first.delay_s, None, None)  # fmt: skip
-    return all(
-        (r.tenant_id, r.type, r.job_id, r.priority, r.max_attempts, r.timeout_s, r.delay_s,
-         r.idempotency_key, r.scheduled_for) == shared
-        for r in runs
-    )  # fmt: skip
+    shared = _shared_columns(first)
+    return all(_shared_columns(r) == shared for r in runs)
+
+
+#: Every NewRun field but id and payload_json: what a uniform batch sends once. Derived from
+#: the dataclass, so a field added later cannot be left out of the comparison (it would then be
+#: missing from _INSERT_UNIFORM too, which a test catches).
+_SHARED_FIELDS = tuple(f.name for f in fields(NewRun) if f.name not in ("id", "payload_json"))
+_shared_columns = attrgetter(*_SHARED_FIELDS)
 
 
 def _text(encoded: str | bytes) -> str:
@@ -359,17 +362,18 @@ async def active_runs_of_jobs(
     return out
 
 
+#: Served by the runs_due index (scheduled and retrying runs only), whatever the history's size.
+PROMOTE_DUE = """UPDATE runs SET state = 'queued'
+    WHERE id IN (SELECT id FROM runs
+                 WHERE state IN ('scheduled', 'retrying') AND run_at <= now()
+                 LIMIT $1)
+      AND state IN ('scheduled', 'retrying')"""
+
+
 async def promote_due(conn: asyncpg.Pool | asyncpg.Connection, limit: int = 1000) -> int:
     """Show scheduled and retrying runs whose time has come as queued (Redis promotes them by
     itself; this keeps PostgreSQL's view honest). Returns how many moved."""
-    result: str = await conn.execute(
-        """UPDATE runs SET state = 'queued'
-           WHERE id IN (SELECT id FROM runs
-                        WHERE state IN ('scheduled', 'retrying') AND run_at <= now()
-                        LIMIT $1)
-             AND state IN ('scheduled', 'retrying')""",
-        limit,
-    )
+    result: str = await conn.execute(PROMOTE_DUE, limit)
     return int(result.split()[-1])
 
 
