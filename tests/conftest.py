@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import asyncpg
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from host.config import Settings, load_plugins_config
@@ -99,8 +100,17 @@ async def database_url(servers: ServerURLs, template_db: str) -> AsyncIterator[s
 
 
 @pytest.fixture
-def namespace() -> str:
-    return f"t-{uuid.uuid4().hex[:12]}"
+def namespace(servers: ServerURLs) -> Iterator[str]:
+    """A fresh Redis key namespace; every key in it is deleted afterwards, whoever wrote it (the
+    test, or a CLI or server subprocess it started), so a shared Redis keeps nothing."""
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    yield name
+    client = SyncRedis.from_url(servers.redis_url)
+    try:
+        for key in client.scan_iter(match=f"jh:\\{{{name}\\}}:*", count=1000):
+            client.delete(key)
+    finally:
+        client.close()
 
 
 class PrivateRedis:
@@ -165,11 +175,9 @@ def private_redis_url(private_redis: PrivateRedis) -> str:
 
 @pytest.fixture
 async def redis(servers: ServerURLs, namespace: str) -> AsyncIterator[Redis]:
-    """A Redis client; every key of the test's namespace is deleted afterwards."""
+    """A Redis client (the `namespace` fixture deletes the test's keys afterwards)."""
     client = Redis.from_url(servers.redis_url, decode_responses=False)
     yield client
-    async for key in client.scan_iter(match=f"jh:\\{{{namespace}\\}}:*", count=1000):
-        await client.delete(key)
     await client.aclose()
 
 
