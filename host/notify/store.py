@@ -11,15 +11,14 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import Any
 
 import asyncpg
 import orjson
 
 from host.errors import Conflict, NotFound
 from host.notify.outbox import BODY
-
-Conn: TypeAlias = asyncpg.Pool | asyncpg.Connection
+from host.store.db import Conn, delete_counted
 
 _SUB_COLUMNS = """s.id, s.tenant_id, s.name, s.events, s.job_types, s.job_ids, s.channel,
     s.destination, s.enabled, s.disabled_reason, s.failure_streak, s.disabled_at,
@@ -308,39 +307,29 @@ async def redeliver(conn: Conn, tenant_id: str, delivery_id: str) -> dict[str, A
 async def prune_deliveries(conn: Conn, older_than_s: float, limit: int) -> int:
     """Delete up to `limit` succeeded or failed deliveries (their attempts cascade) finished
     more than `older_than_s` ago; returns how many."""
-    deleted: int = await conn.fetchval(
-        """WITH gone AS (
-               DELETE FROM deliveries WHERE id IN (
-                   SELECT id FROM deliveries
-                   WHERE state IN ('succeeded', 'failed')
-                     AND finished_at < now() - make_interval(secs => $1)
-                   LIMIT $2)
-               RETURNING id)
-           SELECT count(*) FROM gone""",
-        older_than_s,
-        limit,
-    )
-    return deleted
+    return await delete_counted(
+        conn, "deliveries", "id",
+        """SELECT id FROM deliveries
+           WHERE state IN ('succeeded', 'failed')
+             AND finished_at < now() - make_interval(secs => $1)
+           LIMIT $2""",
+        older_than_s, limit,
+    )  # fmt: skip
 
 
 async def prune_orphaned(conn: Conn, older_than_s: float, limit: int) -> int:
     """Delete up to `limit` pending deliveries whose subscription is gone: the outbox trigger
     can commit one while the subscription's delete runs (there is no foreign key), and no
     claim (it joins subscriptions) nor prune_deliveries (finished rows only) would reach it."""
-    deleted: int = await conn.fetchval(
-        """WITH gone AS (
-               DELETE FROM deliveries WHERE id IN (
-                   SELECT d.id FROM deliveries d
-                   WHERE d.state = 'pending'
-                     AND d.created_at < now() - make_interval(secs => $1)
-                     AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = d.subscription_id)
-                   LIMIT $2)
-               RETURNING id)
-           SELECT count(*) FROM gone""",
-        older_than_s,
-        limit,
-    )
-    return deleted
+    return await delete_counted(
+        conn, "deliveries", "id",
+        """SELECT d.id FROM deliveries d
+           WHERE d.state = 'pending'
+             AND d.created_at < now() - make_interval(secs => $1)
+             AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = d.subscription_id)
+           LIMIT $2""",
+        older_than_s, limit,
+    )  # fmt: skip
 
 
 # -- the notifier's claims ----------------------------------------------------------------------

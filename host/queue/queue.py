@@ -13,6 +13,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
+from host.encoding import as_text
 from host.queue.keys import Keys
 from host.queue.scripts import Scripts
 
@@ -66,10 +67,6 @@ class ReapResult:
     dying: list[DyingRun]
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 class Queue:
     """One namespace's queue on one Redis client."""
 
@@ -93,7 +90,7 @@ class Queue:
         out = await self._scripts.call(
             "enqueue", [k.env, k.meta, k.delayed, k.types, k.wake, k.att], [k.prefix, batch]
         )
-        return [_text(x) for x in out[1:]]
+        return [as_text(x) for x in out[1:]]
 
     def _claim_call(
         self, worker_id: str, types: Sequence[str], limit: int, lease_ms: int, promote_limit: int
@@ -171,7 +168,7 @@ class Queue:
         k = self.keys
         keys = [k.inflight, k.env, k.meta, k.att, k.owner, k.progress, k.active, k.limits, k.wake]
         out = await self._scripts.call("ack", keys, [orjson.dumps(leases)])
-        return [_text(x) for x in out[1:]]
+        return [as_text(x) for x in out[1:]]
 
     async def retry(self, leases: Sequence[tuple[str, str, int]]) -> list[str]:
         """Release (id, token, delay_ms) runs to retry later; returns the ids fenced off."""
@@ -180,7 +177,7 @@ class Queue:
         k = self.keys
         keys = [k.inflight, k.owner, k.delayed, k.wake, k.progress, k.meta, k.active, k.limits]
         out = await self._scripts.call("retry", keys, [orjson.dumps(leases)])
-        return [_text(x) for x in out[1:]]
+        return [as_text(x) for x in out[1:]]
 
     async def release(self, leases: Sequence[tuple[str, str]]) -> list[str]:
         """Hand (id, token) runs back unstarted, undoing their attempt count; returns fenced ids."""
@@ -189,7 +186,7 @@ class Queue:
         k = self.keys
         keys = [k.inflight, k.owner, k.meta, k.att, k.wake, k.progress, k.active, k.limits]
         out = await self._scripts.call("release", keys, [k.prefix, orjson.dumps(leases)])
-        return [_text(x) for x in out[1:]]
+        return [as_text(x) for x in out[1:]]
 
     async def extend(self, leases: Sequence[tuple[str, str]], lease_ms: int) -> list[str]:
         """Extend leases still held; returns the ids whose lease was lost."""
@@ -199,7 +196,7 @@ class Queue:
         out = await self._scripts.call(
             "extend", [k.inflight, k.owner], [lease_ms, orjson.dumps(leases)]
         )
-        return [_text(x) for x in out]
+        return [as_text(x) for x in out]
 
     async def reap(self, limit: int = 1000) -> ReapResult:
         """Requeue runs whose lease expired; report those whose attempts are spent."""
@@ -210,7 +207,7 @@ class Queue:
             [k.prefix, limit],
         )
         dying = [
-            DyingRun(_text(out[i]), int(out[i + 1]), _text(out[i + 2]))
+            DyingRun(as_text(out[i]), int(out[i + 1]), as_text(out[i + 2]))
             for i in range(1, len(out), 3)
         ]
         return ReapResult(int(out[0]), dying)
@@ -262,7 +259,7 @@ class Queue:
         lanes = await pipe.execute()
         for t, names in zip(types, lanes, strict=True):
             for lane in names:
-                pipe.zcard(self.keys.ready(t, _text(lane)))
+                pipe.zcard(self.keys.ready(t, as_text(lane)))
         counts = iter(await pipe.execute())
         return {
             t: sum(int(next(counts)) for _ in names) for t, names in zip(types, lanes, strict=True)
@@ -305,13 +302,13 @@ class Queue:
         for i, name in enumerate(types):
             fields: list[float | None] = [None] * 6
             if limits[i] is not None:
-                fields = [float(f) if f else None for f in _text(limits[i]).split("|")]
+                fields = [float(f) if f else None for f in as_text(limits[i]).split("|")]
             rate, burst, concurrency, lane_rate, lane_burst, lane_concurrency = fields
             tokens = None
             if rate is not None and burst is not None:
                 tokens = burst
                 if buckets[i] is not None:
-                    have, updated = (float(x) for x in _text(buckets[i]).split("|"))
+                    have, updated = (float(x) for x in as_text(buckets[i]).split("|"))
                     tokens = min(burst, have + max(0, now_ms - updated) * rate / 1000)
             out[name] = {
                 "rate_per_s": rate,
@@ -327,7 +324,7 @@ class Queue:
         return out
 
     async def known_types(self) -> list[str]:
-        return sorted(_text(t) for t in await self.redis.smembers(self.keys.types))
+        return sorted(as_text(t) for t in await self.redis.smembers(self.keys.types))
 
     async def attempts_started(self, run_id: str) -> int:
         value = await self.redis.hget(self.keys.att, run_id)

@@ -13,13 +13,12 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import Any
 
 import asyncpg
 
 from host.errors import FieldError, ValidationFailed
-
-Conn: TypeAlias = asyncpg.Pool | asyncpg.Connection
+from host.store.db import Conn
 
 #: Scopes in order of power: each implies those before it.
 SCOPES = ("read", "write", "admin")

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
 from host.errors import MigrationError, ServiceUnavailable
+
+#: What the store functions run on: a pool (one statement, any connection) or a connection.
+Conn: TypeAlias = asyncpg.Pool | asyncpg.Connection
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _MIGRATION = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -120,3 +123,14 @@ async def connect(url: str, **kwargs: Any) -> asyncpg.Connection:
 def _safe(url: str) -> str:
     """The URL without its password, for messages."""
     return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+
+
+async def delete_counted(conn: Conn, table: str, key: str, candidates: str, *args: Any) -> int:
+    """Delete the rows of `table` whose `key` is among `candidates` (a SELECT, with a LIMIT when
+    the caller deletes in bounded batches, as retention does); returns how many went."""
+    deleted: int = await conn.fetchval(
+        f"""WITH gone AS (DELETE FROM {table} WHERE {key} IN ({candidates}) RETURNING 1)
+            SELECT count(*) FROM gone""",
+        *args,
+    )
+    return deleted

@@ -7,15 +7,14 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import Any
 
 import asyncpg
 import orjson
 
 from host.cron import Schedule, parse_schedule
 from host.errors import JobExists
-
-Conn: TypeAlias = asyncpg.Pool | asyncpg.Connection
+from host.store.db import Conn
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from host.encoding import as_text
 from host.notify.outbox import OUTBOX_INSERT
 from host.states import RunState
 
@@ -163,7 +164,7 @@ async def insert_runs(conn: asyncpg.Pool | asyncpg.Connection, runs: Sequence[Ne
         await conn.execute(
             _INSERT_UNIFORM, first.tenant_id, [r.id for r in runs], first.type, first.job_id,
             RunState.SCHEDULED if first.delay_s > 0 else RunState.QUEUED,
-            [_text(r.payload_json) for r in runs], first.priority, first.max_attempts,
+            [as_text(r.payload_json) for r in runs], first.priority, first.max_attempts,
             first.timeout_s, first.delay_s,
         )  # fmt: skip
         return {r.id for r in runs}
@@ -171,7 +172,7 @@ async def insert_runs(conn: asyncpg.Pool | asyncpg.Connection, runs: Sequence[Ne
         [r.tenant_id for r in runs], [r.id for r in runs], [r.type for r in runs],
         [r.job_id for r in runs],
         [RunState.SCHEDULED if r.delay_s > 0 else RunState.QUEUED for r in runs],
-        [_text(r.payload_json) for r in runs], [r.priority for r in runs],
+        [as_text(r.payload_json) for r in runs], [r.priority for r in runs],
         [r.max_attempts for r in runs], [r.timeout_s for r in runs],
         [r.idempotency_key for r in runs], [r.scheduled_for for r in runs],
         [r.delay_s for r in runs],
@@ -197,10 +198,6 @@ def _uniform(runs: Sequence[NewRun]) -> bool:
 #: missing from _INSERT_UNIFORM too, which a test catches).
 _SHARED_FIELDS = tuple(f.name for f in fields(NewRun) if f.name not in ("id", "payload_json"))
 _shared_columns = attrgetter(*_SHARED_FIELDS)
-
-
-def _text(encoded: str | bytes) -> str:
-    return encoded.decode() if isinstance(encoded, bytes) else encoded
 
 
 async def find_by_idempotency(

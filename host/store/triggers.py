@@ -8,14 +8,13 @@ import secrets as random_secrets
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import Any
 
 import asyncpg
 import orjson
 
 from host.errors import Conflict
-
-Conn: TypeAlias = asyncpg.Pool | asyncpg.Connection
+from host.store.db import Conn, delete_counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,31 +311,23 @@ _TIMED = """(t.scheme IN ('standard', 'stripe')
 async def prune_deliveries(conn: Conn, older_than_s: float, limit: int) -> int:
     """Delete up to `limit` rows of the inbound delivery log received more than `older_than_s`
     ago; returns how many."""
-    deleted: int = await conn.fetchval(
-        """WITH gone AS (
-               DELETE FROM trigger_deliveries WHERE id IN (
-                   SELECT id FROM trigger_deliveries
-                   WHERE received_at < now() - make_interval(secs => $1) LIMIT $2)
-               RETURNING 1)
-           SELECT count(*) FROM gone""",
+    return await delete_counted(
+        conn, "trigger_deliveries", "id",
+        """SELECT id FROM trigger_deliveries
+           WHERE received_at < now() - make_interval(secs => $1) LIMIT $2""",
         older_than_s, limit,
     )  # fmt: skip
-    return deleted
 
 
 async def prune_replays(conn: Conn, older_than_s: float, limit: int, *, timed: bool) -> int:
     """Delete up to `limit` replay rows older than `older_than_s` of triggers whose scheme
     signs a timestamp (`timed`) or of those whose scheme does not; returns how many."""
-    deleted: int = await conn.fetchval(
-        f"""WITH gone AS (
-               DELETE FROM trigger_replays WHERE (trigger_id, delivery_id) IN (
-                   SELECT r.trigger_id, r.delivery_id
-                   FROM trigger_replays r JOIN triggers t ON t.id = r.trigger_id
-                   WHERE r.received_at < now() - make_interval(secs => $1)
-                     AND {_TIMED} = $3
-                   LIMIT $2)
-               RETURNING 1)
-           SELECT count(*) FROM gone""",
+    return await delete_counted(
+        conn, "trigger_replays", "(trigger_id, delivery_id)",
+        f"""SELECT r.trigger_id, r.delivery_id
+            FROM trigger_replays r JOIN triggers t ON t.id = r.trigger_id
+            WHERE r.received_at < now() - make_interval(secs => $1)
+              AND {_TIMED} = $3
+            LIMIT $2""",
         older_than_s, limit, timed,
     )  # fmt: skip
-    return deleted

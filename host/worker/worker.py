@@ -110,12 +110,8 @@ class _Handoff:
         self._waiters: deque[asyncio.Future[Lease | None]] = deque()
 
     def put(self, item: Lease | None) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(item)
-                return
         self.items.append(item)
+        self.wake_one()
 
     def put_all(self, items: Sequence[Lease]) -> None:
         self.items.extend(items)

@@ -68,6 +68,41 @@ local function finish(out, picked, token_wait)
   return out
 end
 
+-- take_leases(ids, out): lease every run among `ids` that still has an envelope: its attempt
+-- count goes up, it enters the in-flight set with its deadline, its owner token is recorded,
+-- and id, attempt, envelope are appended to `out`. Returns how many were leased;
+-- `leased(i)`, when given, is called with the index in `ids` of each one.
+local function take_leases(ids, out, leased)
+  local envs = chunked('HMGET', KEYS[2], ids)
+  local counts = chunked('HMGET', KEYS[3], ids)
+  local atts, flights, owners, tokens = {}, {}, {}, {}
+  local k = 0
+  for i = 1, #ids do
+    local env = envs[i]
+    if env then
+      local id = ids[i]
+      local attempt = tonumber(counts[i] or '0') + 1
+      local token = tokens[attempt]
+      if not token then
+        token = worker .. ':' .. attempt
+        tokens[attempt] = token
+      end
+      atts[2 * k + 1], atts[2 * k + 2] = id, attempt
+      flights[2 * k + 1], flights[2 * k + 2] = deadline, id
+      owners[2 * k + 1], owners[2 * k + 2] = id, token
+      out[3 * k + 3], out[3 * k + 4], out[3 * k + 5] = id, attempt, env
+      k = k + 1
+      if leased then leased(i) end
+    end
+  end
+  if k > 0 then
+    chunked('HSET', KEYS[3], atts)
+    chunked('ZADD', KEYS[1], flights)
+    chunked('HSET', KEYS[4], owners)
+  end
+  return k
+end
+
 -- Fast path for the common case: one type asked, no limits for it, one lane on its ring. Then
 -- the general path below reduces to taking the lane's head in rank order, with no candidate
 -- tables, merge or per-run bookkeeping; the replies and every key end exactly as it leaves them
@@ -90,37 +125,11 @@ local function claim_one_lane(jobtype)
   end
   redis.call('ZREMRANGEBYRANK', queue, 0, #ids - 1)
   if #ids < n or redis.call('EXISTS', queue) == 0 then redis.call('ZREM', lanes_key, lane) end
-  local envs = redis.call('HMGET', KEYS[2], unpack(ids))
-  local counts = redis.call('HMGET', KEYS[3], unpack(ids))
-  local atts, flights, owners, tokens = {}, {}, {}, {}
-  local k = 0
-  for i = 1, #ids do
-    local env = envs[i]
-    if env then
-      local id = ids[i]
-      local attempt = tonumber(counts[i] or '0') + 1
-      local token = tokens[attempt]
-      if not token then
-        token = worker .. ':' .. attempt
-        tokens[attempt] = token
-      end
-      atts[2 * k + 1], atts[2 * k + 2] = id, attempt
-      flights[2 * k + 1], flights[2 * k + 2] = deadline, id
-      owners[2 * k + 1], owners[2 * k + 2] = id, token
-      out[3 * k + 3], out[3 * k + 4], out[3 * k + 5] = id, attempt, env
-      k = k + 1
-    end
-  end
-  if k > 0 then
-    redis.call('HSET', KEYS[3], unpack(atts))
-    redis.call('ZADD', KEYS[1], unpack(flights))
-    redis.call('HSET', KEYS[4], unpack(owners))
-    redis.call('HINCRBY', active_key, jobtype, k)
-  end
+  local k = take_leases(ids, out)
+  if k > 0 then redis.call('HINCRBY', active_key, jobtype, k) end
   return finish(out, #ids, -1)
 end
--- (n <= 1000: each of its lists fits one unpack, as chunked() would send it)
-if ONE_LANE_FAST_PATH and #ARGV == 6 and n >= 1 and n <= 1000 then
+if ONE_LANE_FAST_PATH and #ARGV == 6 and n >= 1 then
   local out = claim_one_lane(ARGV[6])
   if out then return out end
 end
@@ -300,40 +309,16 @@ end
 local out = {now, -1}
 local spent, spent_lane = {}, {}
 if #picked > 0 then
-  local envs = chunked('HMGET', KEYS[2], picked)
-  local counts = chunked('HMGET', KEYS[3], picked)
-  local atts, flights, owners, tokens = {}, {}, {}, {}
-  local k = 0
-  for i = 1, #picked do
-    local env = envs[i]
-    if env then
-      local id = picked[i]
-      local attempt = tonumber(counts[i] or '0') + 1
-      local token = tokens[attempt]
-      if not token then
-        token = worker .. ':' .. attempt
-        tokens[attempt] = token
-      end
-      atts[2 * k + 1], atts[2 * k + 2] = id, attempt
-      flights[2 * k + 1], flights[2 * k + 2] = deadline, id
-      owners[2 * k + 1], owners[2 * k + 2] = id, token
-      out[3 * k + 3], out[3 * k + 4], out[3 * k + 5] = id, attempt, env
-      k = k + 1
-      local jobtype, lane = types[picked_type[i]], picked_lane[i]
-      spent[jobtype] = (spent[jobtype] or 0) + 1
-      local by_lane = spent_lane[jobtype]
-      if not by_lane then
-        by_lane = {}
-        spent_lane[jobtype] = by_lane
-      end
-      by_lane[lane] = (by_lane[lane] or 0) + 1
+  take_leases(picked, out, function(i)
+    local jobtype, lane = types[picked_type[i]], picked_lane[i]
+    spent[jobtype] = (spent[jobtype] or 0) + 1
+    local by_lane = spent_lane[jobtype]
+    if not by_lane then
+      by_lane = {}
+      spent_lane[jobtype] = by_lane
     end
-  end
-  if k > 0 then
-    chunked('HSET', KEYS[3], atts)
-    chunked('ZADD', KEYS[1], flights)
-    chunked('HSET', KEYS[4], owners)
-  end
+    by_lane[lane] = (by_lane[lane] or 0) + 1
+  end)
 end
 for t = 1, #types do
   local g, jobtype = gathered[t], types[t]
